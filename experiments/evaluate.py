@@ -1,0 +1,19 @@
+r"""Evaluates the masks of a run directory: writes results.csv / results.md.
+
+  python -m experiments.evaluate --flagfile configs/lfw_quick.flags --workdir runs/quick
+"""
+from absl import app
+
+from experiments import flags as run_flags
+from opom_jax import pipeline
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  rows = pipeline.evaluate(run_flags.build_config())
+  print(pipeline.markdown_table(rows))
+
+
+if __name__ == "__main__":
+  run_flags.run(main)

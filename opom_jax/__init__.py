@@ -1,0 +1,1 @@
+"""opom-jax: One Person One Mask (OPOM) face-privacy masks in JAX."""

@@ -1,0 +1,217 @@
+"""tensorflow-datasets builder of aligned faces, stored as array_record.
+
+One tfds split per role ('train', 'test', 'distractor'), examples in the
+deterministic order of `splits.make_split`. Prepared once into `data_dir`;
+the prepared dataset is the cache, so later calls read it back without
+detecting again. Works without TensorFlow: features are raw numpy tensors
+and text (no image codec), written as array_record and read back through
+`as_data_source()`.
+
+Photos that could not be aligned are listed in the dataset's metadata
+(`metadata.json`, key 'skipped') and in `skipped.json` next to it.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import re
+
+from absl import logging
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from opom_jax.data import align
+from opom_jax.data import faces
+from opom_jax.data import splits
+
+SKIP_FILE = "skipped.json"
+_FORMAT = "array_record"
+
+
+@dataclasses.dataclass(eq=False)
+class FacesConfig(tfds.core.BuilderConfig):
+  """Which photos of which folder; the name is a digest of all of it."""
+  root: str = ""
+  n_train: int = 10
+  min_photos: int = 15
+  max_people: int | None = None
+  people: tuple[str, ...] | None = None
+  include_distractors: bool = True
+  max_distractors: int | None = None
+
+
+def make_config(root, *, n_train=10, min_photos=15, max_people=None,
+                people=None, include_distractors=True,
+                max_distractors=None) -> FacesConfig:
+  root = os.path.abspath(os.fspath(root))
+  people = None if people is None else tuple(sorted(set(people)))
+  params = dict(root=root, n_train=n_train, min_photos=min_photos,
+                max_people=max_people, people=people,
+                include_distractors=include_distractors,
+                max_distractors=max_distractors)
+  digest = hashlib.sha1(
+      json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+  stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(root)) or "root"
+  return FacesConfig(name=f"{stem}_{digest}", description=json.dumps(params),
+                     **params)
+
+
+class OpomFaces(tfds.core.GeneratorBasedBuilder):
+  """ArcFace-aligned 112x112 faces of a `<root>/<identity>/<photo>` folder."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "dlib HOG + 68-pt -> 5-pt Umeyama alignment."}
+  BUILDER_CONFIGS = []  # built per call by make_config
+
+  # tfds 4.9.10 finds this file through `importlib_resources`, a backport it
+  # only requires on Python < 3.9 (ModuleNotFoundError here); say it directly.
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
+
+  def __init__(self, *, num_workers: int = 1, log_every: int = 500, **kwargs):
+    self._num_workers = num_workers
+    self._log_every = log_every
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(112, 112, 3), dtype=np.uint8),
+            "landmarks": tfds.features.Tensor(shape=(5, 2), dtype=np.float32),
+            "transform": tfds.features.Tensor(shape=(2, 3), dtype=np.float32),
+            "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+            "image_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+            "identity": tfds.features.Text(),
+            "role": tfds.features.Text(),
+            "path": tfds.features.Text(),  # relative to the root
+        }),
+        # The order is part of the protocol (sorted names), keep it.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Local folder, nothing to download.
+    cfg = self.builder_config
+    listing = splits.list_identities(cfg.root)
+    plan = splits.make_split(
+        listing.photos, n_train=cfg.n_train, min_photos=cfg.min_photos,
+        max_people=cfg.max_people, names=cfg.people,
+        include_distractors=cfg.include_distractors,
+        max_distractors=cfg.max_distractors)
+    self.info.metadata["root"] = cfg.root
+    self.info.metadata["skipped"] = [
+        faces.Skipped(p, r).as_dict() for p, r in listing.ignored]
+    # tfds cannot write an empty split: roles with no photo are left out
+    # (load_split returns empty arrays for them).
+    return {role: self._generate_examples(role, photos)
+            for role in splits.ROLES
+            if (photos := [p for p in plan if p.role == role])}
+
+  def _generate_examples(self, role, photos):
+    skipped, count = [], 0
+    try:
+      for rec in faces.iter_faces(photos, skipped,
+                                  num_workers=self._num_workers,
+                                  log_every=self._log_every):
+        rel = os.path.relpath(rec["path"], self.builder_config.root)
+        yield rel, {
+            "image": rec["crop"],
+            "landmarks": rec["landmarks"].astype(np.float32),
+            "transform": rec["transform"].astype(np.float32),
+            "box": rec["box"].astype(np.int32),
+            "image_size": np.asarray(rec["image_size"], np.int32),
+            "identity": rec["identity"],
+            "role": rec["role"],
+            "path": rel,
+        }
+        count += 1
+    finally:
+      self.info.metadata["skipped"] += [s.as_dict() for s in skipped]
+    if not count:
+      reasons = sorted({s.reason for s in skipped})
+      raise ValueError(
+          f"none of the {len(photos)} '{role}' photos under "
+          f"{self.builder_config.root} could be aligned ({reasons}); fix the "
+          "photos or change the selection (people, min_photos, n_train).")
+
+
+def prepare(root, data_dir, *, num_workers: int = 1, log_every: int = 500,
+            **config_kwargs):
+  """Builds (once) and returns (builder, skipped list of dicts).
+
+  `config_kwargs` go to `make_config`: n_train, min_photos, max_people,
+  people, include_distractors, max_distractors.
+  """
+  config = make_config(root, **config_kwargs)
+  builder = OpomFaces(config=config, data_dir=os.fspath(data_dir),
+                      file_format=_FORMAT, num_workers=num_workers,
+                      log_every=log_every)
+  version_dir = epath.Path(builder.data_dir)
+  if not (version_dir / "dataset_info.json").exists():
+    logging.info("aligning faces of %s into %s", config.root, version_dir)
+    builder.download_and_prepare(
+        file_format=_FORMAT,
+        download_config=tfds.download.DownloadConfig(
+            # Statistics would iterate the data through TensorFlow.
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    skipped = list(builder.info.metadata["skipped"])
+    (version_dir / SKIP_FILE).write_text(json.dumps(skipped, indent=1))
+  else:
+    skipped = json.loads((version_dir / SKIP_FILE).read_text())
+  return builder, skipped
+
+
+def _read_all(source) -> dict[str, np.ndarray]:
+  n = len(source)
+  records = source.__getitems__(list(range(n))) if n else []
+  def stack(key, dtype, shape):
+    if not n:
+      return np.zeros((0,) + shape, dtype)
+    return np.stack([r[key] for r in records]).astype(dtype)
+  text = lambda key: [_text(r[key]) for r in records]
+  return dict(images=stack("image", np.uint8, (112, 112, 3)),
+              landmarks=stack("landmarks", np.float32, (5, 2)),
+              transforms=stack("transform", np.float32, (2, 3)),
+              boxes=stack("box", np.int32, (4,)),
+              image_sizes=stack("image_size", np.int32, (2,)),
+              identities=text("identity"), rel_paths=text("path"))
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def load_split(root, data_dir, *, num_workers: int = 1, **config_kwargs):
+  """Aligned faces per role as numpy arrays (prepares the dataset if needed).
+
+  Returns {role: dict(images (M, 112, 112, 3) uint8, identity (M,) int32
+  index into names, names (list), paths (absolute), transforms (M, 2, 3),
+  landmarks (M, 5, 2), boxes (M, 4), image_sizes (M, 2))}. 'train' and
+  'test' share one `names` list (the protected people, alphabetical) so an
+  index means the same person in both; 'distractor' has its own.
+  """
+  builder, _ = prepare(root, data_dir, num_workers=num_workers,
+                       **config_kwargs)
+  root = builder.info.metadata.get("root", os.path.abspath(os.fspath(root)))
+  out = {}
+  sources = builder.as_data_source()
+  for role in splits.ROLES:
+    if role in sources:
+      out[role] = _read_all(sources[role])
+    elif role != splits.DISTRACTOR or builder.builder_config.include_distractors:
+      out[role] = _read_all([])
+  protected = sorted({n for role in (splits.TRAIN, splits.TEST)
+                      for n in out.get(role, {}).get("identities", [])})
+  for role, d in out.items():
+    names = (protected if role != splits.DISTRACTOR
+             else sorted(set(d["identities"])))
+    index = {n: i for i, n in enumerate(names)}
+    d["names"] = names
+    d["identity"] = np.array([index[n] for n in d.pop("identities")],
+                             np.int32)
+    d["paths"] = [os.path.join(root, p) for p in d.pop("rel_paths")]
+  return out

@@ -1,0 +1,57 @@
+"""The one calling convention every face-recognition model in the zoo follows.
+
+A surrogate is a pair (params, apply) where
+
+    apply(params, x, *, dropout_rate=0.0, rng=None) -> (N, d) float32
+
+takes the canonical batch ``x``: (N, 112, 112, 3) float32, RGB, pixel values
+0..255, aligned to the ArcFace 5-point template; it does its own adaptation
+(crop, warp, channel order, normalisation) inside and returns the raw,
+*un-normalised* embedding. ``dropout_rate > 0`` with a PRNG key ``rng`` turns
+on DFANet: dropout after the convolutions of the stem and of every residual
+block, so every call sees a slightly different surrogate.
+
+A black-box runtime is an object with ``embed(images) -> (N, d) float32``
+taking the canonical uint8 batch and returning L2-normalised embeddings; it
+is never differentiated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ApplyFn = Callable[..., jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Surrogate:
+  name: str
+  params: Any
+  apply: ApplyFn
+  emb_dim: int
+
+  def embed(self, x, **kw) -> jax.Array:
+    return l2_normalize(self.apply(self.params, x, **kw))
+
+
+class Runtime(Protocol):
+  name: str
+
+  def embed(self, images: np.ndarray) -> np.ndarray:
+    ...
+
+
+def l2_normalize(v, axis=-1, eps=1e-12):
+  return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), eps)
+
+
+def dropout(x, rate: float, rng):
+  """Inverted dropout, active whenever rate > 0 (DFANet keeps it on at test time)."""
+  if rate <= 0.0 or rng is None:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)

@@ -1,0 +1,126 @@
+"""The model zoo by name: each entry is a differentiable JAX surrogate and,
+where its original runtime exists here, a black-box target run by it.
+
+Imports are lazy so that a machine without dlib, onnxruntime or litert can
+still use the other models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import jax
+import numpy as np
+
+from opom_jax import paths
+from opom_jax.models.base import Surrogate
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+  name: str
+  arch: str
+  emb_dim: int
+  train_data: str
+  loss: str
+  published_lfw: float | None
+  file: str | None          # weights file under the model root (None: registry package)
+  loader: str               # "module:function" taking the weights path
+  runtime: str | None       # "module:function" taking model_root, or None
+
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("foamliu_mbf", "MobileFaceNet (ReLU6), ONNX", 128, "MS1M-refined", "ArcFace", 99.48,
+             "foamliu_mobilefacenet.onnx", "opom_jax.models.onnx_import:load_foamliu",
+             "opom_jax.runtimes.onnx_runtime:foamliu_runtime"),
+    ZooEntry("w600k_mbf", "MobileFaceNet w600k_mbf, ONNX int8", 512, "WebFace600K", "ArcFace", None,
+             "insightface_w600k_mbf_int8.onnx", "opom_jax.models.onnx_import:load_w600k",
+             "opom_jax.runtimes.onnx_runtime:w600k_runtime"),
+    ZooEntry("y1_mbf", "MobileFaceNet y1, TFLite fp32", 128, "MS1M-ArcFace", "ArcFace m=0.5", 99.47,
+             "insightface_mobilefacenet_y1_fp32.tflite", "opom_jax.models.tflite_import:load_y1",
+             "opom_jax.runtimes.litert_runtime:y1_runtime"),
+    ZooEntry("edgeface_xs", "EdgeFace-XS (EdgeNeXt x_small), qint8 Linear", 512, "WebFace12M",
+             "CosFace m=0.4", None, "edgeface_xs_q.pt", "opom_jax.models.edgeface:load_edgeface", None),
+    ZooEntry("xiaoccer_mbf", "MobileFaceNet 112x96", 128, "CASIA-WebFace", "ArcFace m=0.5", 99.30,
+             "xiaoccer_mobilefacenet_casia.ckpt",
+             "opom_jax.models.xiaoccer_mobilefacenet:load_xiaoccer", None),
+    ZooEntry("dlib_resnet", "dlib ResNet-34 style", 128, "~3M faces", "metric (triplet-like)", 99.38,
+             None, "opom_jax.models.dlib_resnet:load_dlib",
+             "opom_jax.runtimes.dlib_runtime:dlib_runtime"),
+]}
+
+
+def _resolve(spec: str) -> Callable:
+  module, fn = spec.split(":")
+  return getattr(importlib.import_module(module), fn)
+
+
+# Architectures without pretrained weights here: random init, or an orbax
+# checkpoint given as "iresnet50@/abs/path/to/checkpoint".
+IRESNETS = {"iresnet18": 18, "iresnet50": 50}
+
+
+def names() -> list[str]:
+  return sorted(ZOO)
+
+
+def surrogate_names() -> list[str]:
+  return sorted(ZOO) + sorted(IRESNETS)
+
+
+def get_entry(name: str) -> ZooEntry:
+  if name not in ZOO:
+    raise KeyError(f"unknown model {name!r}; the zoo has {names()}")
+  return ZOO[name]
+
+
+def _load_iresnet(name: str) -> Surrogate:
+  from opom_jax.models import iresnet  # pylint: disable=g-import-not-at-top
+  arch, _, ckpt = name.partition("@")
+  depth = IRESNETS[arch]
+  if ckpt:
+    params, apply = iresnet.load_iresnet(depth, ckpt)
+  else:
+    params, apply = iresnet.init_iresnet(depth, jax.random.key(0)), iresnet.iresnet_apply(depth)
+  return Surrogate(name=name, params=params, apply=apply, emb_dim=512)
+
+
+def load_surrogate(name: str, model_root=None) -> Surrogate:
+  if name.partition("@")[0] in IRESNETS:
+    return _load_iresnet(name)
+  entry = get_entry(name)
+  path = paths.model_file(entry.file, model_root) if entry.file else None
+  params, apply = _resolve(entry.loader)(path)
+  return Surrogate(name=name, params=params, apply=apply, emb_dim=entry.emb_dim)
+
+
+class JaxTarget:
+  """A zoo surrogate used as a black box (for models with no runtime here)."""
+
+  def __init__(self, surrogate: Surrogate, batch_size: int = 32):
+    self.name = f"jax:{surrogate.name}"
+    self._surrogate = surrogate
+    self._batch = batch_size
+    self._embed = jax.jit(lambda p, x: surrogate.apply(p, x))
+
+  def embed(self, images: np.ndarray) -> np.ndarray:
+    out = []
+    for start in range(0, len(images), self._batch):
+      chunk = np.asarray(images[start:start + self._batch], np.float32)
+      n = len(chunk)
+      if n < self._batch:  # fixed shape: one compiled program
+        chunk = np.concatenate([chunk, np.zeros((self._batch - n,) + chunk.shape[1:], np.float32)])
+      out.append(np.asarray(self._embed(self._surrogate.params, chunk))[:n])
+    feats = np.concatenate(out) if out else np.zeros((0, self._surrogate.emb_dim), np.float32)
+    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+
+def load_target(name: str, model_root=None):
+  """`<zoo name>` runs the model's own runtime; `jax:<zoo name>` runs the JAX import."""
+  if name.startswith("jax:"):
+    return JaxTarget(load_surrogate(name[4:], model_root))
+  entry = get_entry(name)
+  if entry.runtime is None:
+    raise KeyError(f"model {name!r} has no runtime here; use 'jax:{name}' as the target")
+  return _resolve(entry.runtime)(model_root)
