@@ -17,7 +17,7 @@ M is checked against dlib.get_face_chip (our bilinear resampling with the same
 M reproduces its chip up to uint8 truncation). Prints the matrix and the mean
 canonical position of dlib's 5 landmarks, ready to paste into the module.
 
-  .venv/bin/python benchmarks/derive_dlib_chip_warp.py --num_photos 50
+  .venv/bin/python -m benchmarks.derive_dlib_chip_warp --num_photos 50
 """
 import argparse
 import glob

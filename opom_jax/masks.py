@@ -18,16 +18,21 @@ from opom_jax import attack, parallel
 from opom_jax.checkpoint import AttackCheckpointer
 
 
+def progress_log(message: str) -> None:
+  print(message, flush=True)  # flushed: long runs are often redirected to a file
+
+
 def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
                 valid: np.ndarray, cfg: attack.AttackConfig, *, seed: int = 0,
                 people_per_batch: int = 10, devices: int = 0,
                 workdir: str | pathlib.Path | None = None, checkpoint_every: int = 0,
-                log: Callable[[str], None] = print) -> np.ndarray:
+                log: Callable[[str], None] | None = None) -> np.ndarray:
   """Masks (P, H, W, C) float32 for images (P, N, H, W, C) float 0..255, valid (P, N).
 
   With `workdir`, finished batches are stored as `batch_<b>.npy` and in-progress
   batches checkpointed under `ckpt_<b>/`; both are reused on restart.
   """
+  log = log or progress_log
   images = np.asarray(images, np.float32)
   valid = np.asarray(valid, bool)
   num_people = len(images)

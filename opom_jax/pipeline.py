@@ -13,13 +13,14 @@ import numpy as np
 from opom_jax import config as config_lib
 from opom_jax import evaluate as ev
 from opom_jax.config import RunConfig
-from opom_jax.masks import learn_masks
+from opom_jax.masks import learn_masks, progress_log
 
 Log = Callable[[str], None]
 
 
-def load_faces(cfg: RunConfig, log: Log = print) -> dict:
+def load_faces(cfg: RunConfig, log: Log = None) -> dict:
   from opom_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top  (dlib, tfds)
+  log = log or progress_log
   d = cfg.data
   root = pathlib.Path(d.data_root) / d.dataset
   log(f"faces: aligning or reading the cached crops of {root} in {d.cache_dir}")
@@ -53,9 +54,10 @@ def mask_path(workdir, method: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "masks" / f"{method}.npz"
 
 
-def generate(cfg: RunConfig, log: Log = print) -> dict[str, np.ndarray]:
+def generate(cfg: RunConfig, log: Log = None) -> dict[str, np.ndarray]:
   """Learns one mask per person for every method in cfg.methods; resumable."""
   from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
+  log = log or progress_log
   config_lib.write(cfg)
   faces = load_faces(cfg, log)
   names = faces["train"]["names"]
@@ -114,9 +116,10 @@ FIELDS = ["method", "target", "box", "protect@1", "protect@5", "protect@10",
           "person_mean@1", "train_protect@1", "psnr", "pairs"]
 
 
-def evaluate(cfg: RunConfig, log: Log = print) -> list[dict]:
+def evaluate(cfg: RunConfig, log: Log = None) -> list[dict]:
   """Protection of every method's masks against the surrogate(s) and the targets."""
   from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
+  log = log or progress_log
   faces = load_faces(cfg, log)
   train, test, distractors = faces["train"], faces["test"], faces["distractor"]
   names = train["names"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import struct
 from typing import Any
 
 import numpy as np

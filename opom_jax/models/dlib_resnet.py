@@ -1,8 +1,9 @@
 """dlib's face-recognition ResNet (dlib_face_recognition_resnet_model_v1) in JAX.
 
 Weights come from the original .dat file (parsed by ``dlib_dat``, no dlib
-needed); the forward pass reproduces dlib's to ~1e-6 (see
-tests/test_dlib_resnet.py). Layout, from /work/shared/notes/dlib-dat-format.md:
+needed); the forward pass reproduces dlib-bin's compute_face_descriptor to a
+max |diff| of ~3e-7 (tests/test_dlib_resnet.py). Layout, from
+/work/shared/notes/dlib-dat-format.md:
 
   input  150x150 RGB chip, (x - mean_c) / 256
   stem   conv7x7 s2 (32) -> affine -> relu -> maxpool 3x3 s2
@@ -14,6 +15,10 @@ tests/test_dlib_resnet.py). Layout, from /work/shared/notes/dlib-dat-format.md:
 (+) is dlib's zero-padded add: the output takes the larger of each dimension
 and each input is added at the top-left (level1's 3x3 main path sits in a 4x4
 output; the skip fills only the first C_in channels).
+
+DFANet (dropout_rate > 0 with rng): base.dropout on the output of the stem
+conv and of both convs of every residual block (before their affine), key
+fold_in(rng, layer index); rate 0 is the exact deterministic path.
 
 Two entry points:
   load_dlib_resnet -> (params, apply_chip): dlib's own 150x150 chip frame.

@@ -56,6 +56,7 @@ from onnx import helper, numpy_helper
 
 from opom_jax import paths
 from opom_jax.models import base
+from opom_jax.models import ops
 
 FOAMLIU_FILE = "foamliu_mobilefacenet.onnx"
 W600K_FILE = "insightface_w600k_mbf_int8.onnx"
@@ -118,13 +119,10 @@ def _conv_nhwc(x, w_hwio, b, attrs):
   if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
     raise NotImplementedError(f"Conv auto_pad={attrs['auto_pad']!r} is not supported")
   pads = attrs.get("pads", [0, 0, 0, 0])
-  y = jax.lax.conv_general_dilated(
-      x, w_hwio.astype(x.dtype),
-      window_strides=tuple(attrs.get("strides", (1, 1))),
+  y = ops.conv2d(
+      x, w_hwio.astype(x.dtype), strides=tuple(attrs.get("strides", (1, 1))),
       padding=((pads[0], pads[2]), (pads[1], pads[3])),
-      rhs_dilation=tuple(attrs.get("dilations", (1, 1))),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=attrs.get("group", 1), precision=_PRECISION)
+      dilation=tuple(attrs.get("dilations", (1, 1))), groups=attrs.get("group", 1))
   if b is not None:
     y = y + b
   return y

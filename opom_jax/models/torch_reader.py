@@ -43,16 +43,36 @@ class CheckpointFormatError(ValueError):
   """The file is not a checkpoint layout this reader understands."""
 
 
-@dataclasses.dataclass(frozen=True)
+def _refuse_build(self, state):
+  # BUILD on a shared stand-in would let a file rewrite the allow-list itself.
+  raise UnsafeCheckpointError(
+      f"refusing to set state {state!r} on {type(self).__name__}: a plain state_dict never does.")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _StorageType:
   name: str
   dtype: np.dtype
+  __setstate__ = _refuse_build
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Marker:
   """Stand-in for a bare torch value such as ``torch.qint8``."""
   name: str
+  __setstate__ = _refuse_build
+
+
+class _Rebuild:
+  """A rebuild function behind an object that BUILD cannot modify."""
+  __slots__ = ("fn",)
+  __setstate__ = _refuse_build
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, *args):
+    return self.fn(*args)
 
 
 QINT8 = _Marker("torch.qint8")
@@ -74,6 +94,7 @@ class QTensor:
 
 class _Storage:
   """Raw bytes of one storage; filled in after unpickling in the legacy format."""
+  __setstate__ = _refuse_build
 
   def __init__(self, stype: _StorageType, key: str, numel: int):
     self.stype, self.key, self.numel = stype, key, numel
@@ -148,9 +169,9 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
 # The complete allow-list: (module, name) -> inert stand-in.
 _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_qtensor"): _rebuild_qtensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor_v2"): _Rebuild(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_qtensor"): _Rebuild(_rebuild_qtensor),
+    ("torch._utils", "_rebuild_parameter"): _Rebuild(_rebuild_parameter),
     ("torch", "FloatStorage"): _StorageType("FloatStorage", np.dtype(np.float32)),
     ("torch", "LongStorage"): _StorageType("LongStorage", np.dtype(np.int64)),
     ("torch", "QInt8Storage"): _StorageType("QInt8Storage", np.dtype(np.int8)),

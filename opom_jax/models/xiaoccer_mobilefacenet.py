@@ -24,7 +24,9 @@ not), directly after the convolution, before its BatchNorm. conv2 and the
 GDConv / linear embedding layers are left alone. Layer i uses
 ``jax.random.fold_in(rng, i)``, i counted in forward order (the mirrored pass
 of flip_concat uses ``fold_in(rng, 1)`` as its base key, the plain pass
-``fold_in(rng, 0)``).
+``fold_in(rng, 0)``). 47 dropout layers make this network sensitive: on
+aligned LFW faces the cosine between the dropout and the clean embedding was
+0.79-0.91 at rate 0.02, 0.51-0.78 at 0.05 and 0.0-0.48 at 0.1.
 """
 from __future__ import annotations
 

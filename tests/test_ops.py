@@ -1,0 +1,40 @@
+"""The fast depthwise convolution equals XLA's grouped convolution, values and both gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from opom_jax.models import ops
+
+
+@pytest.mark.parametrize("size,k,stride,pad,dil", [
+    (9, 3, 1, ((1, 1), (1, 1)), 1),
+    (10, 3, 2, ((1, 1), (1, 1)), 1),
+    (11, 3, 2, ((0, 1), (0, 1)), 1),   # TF-style asymmetric SAME padding
+    (7, 7, 1, ((0, 0), (0, 0)), 1),    # MobileFaceNet's global depthwise conv
+    (12, 3, 1, ((2, 2), (2, 2)), 2),
+])
+def test_depthwise_matches_grouped_conv(size, k, stride, pad, dil):
+  rng = np.random.default_rng(size + k)
+  x = jnp.asarray(rng.normal(size=(2, size, size, 4)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 4)), jnp.float32)
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w[:, :, None, :], (stride, stride), pad, rhs_dilation=(dil, dil),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4,
+      precision=jax.lax.Precision.HIGHEST)
+  mine = lambda x, w: ops.conv2d(x, w[:, :, None, :], (stride, stride), pad, (dil, dil), groups=4)
+  y, ref_vjp = jax.vjp(ref, x, w)
+  y2, my_vjp = jax.vjp(mine, x, w)
+  np.testing.assert_allclose(y2, y, rtol=1e-5, atol=1e-5)
+  g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  for a, b in zip(my_vjp(g), ref_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_is_a_channel_matmul():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 5, 5, 6)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(1, 1, 6, 3)), jnp.float32)
+  ref = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_allclose(ops.conv2d(x, w), ref, rtol=1e-5, atol=1e-5)
