@@ -55,3 +55,16 @@ def dropout(x, rate: float, rng):
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class LayerDropout:
+  """Hands out one DFANet dropout per layer, each with its own folded key."""
+
+  def __init__(self, rate: float, rng):
+    self.rate, self.rng, self.count = rate, rng, 0
+
+  def __call__(self, x):
+    if self.rate <= 0.0 or self.rng is None:
+      return x
+    self.count += 1
+    return dropout(x, self.rate, jax.random.fold_in(self.rng, self.count - 1))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opom_jax.models import base
+from opom_jax.models import ops
 from opom_jax.models import torch_reader
 
 EMB_DIM = 512
@@ -43,24 +44,12 @@ _LN_EPS = 1e-6
 _POS_HIDDEN = 32
 
 
-class _LayerDropout:
-  """Hands out one dropout per layer, each with its own folded key."""
-
-  def __init__(self, rate: float, rng):
-    self.rate, self.rng, self.count = rate, rng, 0
-
-  def __call__(self, x):
-    if self.rate <= 0.0 or self.rng is None:
-      return x
-    self.count += 1
-    return base.dropout(x, self.rate, jax.random.fold_in(self.rng, self.count - 1))
-
-
 def _conv(x, w, b, stride=1, padding="SAME", groups=1):
-  y = jax.lax.conv_general_dilated(
-      x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=groups)
-  return y + b
+  if padding == "SAME":  # stride-1, odd kernels only here: symmetric
+    padding = tuple((k // 2, k // 2) for k in w.shape[:2])
+  elif padding == "VALID":
+    padding = ((0, 0), (0, 0))
+  return ops.conv2d(x, w, (stride, stride), padding, groups=groups) + b
 
 
 def _depthwise(x, p, name):
@@ -148,7 +137,7 @@ def _sdta_block(x, p, name, scales, pos_emb, drop):
 def apply(params, x, *, dropout_rate: float = 0.0, rng=None):
   """Canonical (N,112,112,3) RGB 0..255 -> raw (N,512) EdgeFace embedding."""
   p = params
-  drop = _LayerDropout(dropout_rate, rng)
+  drop = base.LayerDropout(dropout_rate, rng)
   x = (jnp.asarray(x, jnp.float32) / 255.0 - 0.5) / 0.5
   x = drop(_conv(x, p["stem.0.weight"], p["stem.0.bias"], stride=4, padding="VALID"))
   x = _layer_norm(x, p, "stem.1")

@@ -264,7 +264,14 @@ def _read_legacy(path: str):
   def header():
     return _RestrictedUnpickler(stream, path).load()
 
-  if header() != _LEGACY_MAGIC:
+  try:
+    magic = header()
+  except UnsafeCheckpointError:
+    raise
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    raise CheckpointFormatError(
+        f"{path}: neither a torch zip archive nor a legacy torch checkpoint ({e}).") from e
+  if magic != _LEGACY_MAGIC:
     raise CheckpointFormatError(f"{path}: not a zip archive and no legacy torch magic number.")
   protocol = header()
   if protocol != _LEGACY_PROTOCOL:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opom_jax.models import base
+from opom_jax.models import ops
 from opom_jax.models import torch_reader
 
 EMB_DIM = 128
@@ -46,24 +47,11 @@ _BN_EPS = 1e-5
 _CROP_X = slice(8, 104)  # SphereFace 96-wide frame inside the ArcFace 112 frame
 
 
-class _LayerDropout:
-  """Hands out one dropout per layer, each with its own folded key."""
-
-  def __init__(self, rate: float, rng):
-    self.rate, self.rng, self.count = rate, rng, 0
-
-  def __call__(self, x):
-    if self.rate <= 0.0 or self.rng is None:
-      return x
-    self.count += 1
-    return base.dropout(x, self.rate, jax.random.fold_in(self.rng, self.count - 1))
-
-
 def _conv(x, w, stride=1, padding=((1, 1), (1, 1)), depthwise=False):
   # Explicit symmetric padding: 'SAME' would pad (0, 1) for stride 2 on even sizes.
-  return jax.lax.conv_general_dilated(
-      x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=x.shape[-1] if depthwise else 1)
+  if padding == "VALID":
+    padding = ((0, 0), (0, 0))
+  return ops.conv2d(x, w, (stride, stride), padding, groups=x.shape[-1] if depthwise else 1)
 
 
 def _bn(x, p, name):
@@ -121,11 +109,11 @@ def apply(params, x, *, dropout_rate: float = 0.0, rng=None, flip_concat: bool =
   """Canonical (N,112,112,3) RGB 0..255 -> raw (N,128) embedding ((N,256) with flip_concat)."""
   x = preprocess(x)
   if not flip_concat:
-    return _network(params, x, _LayerDropout(dropout_rate, rng))
+    return _network(params, x, base.LayerDropout(dropout_rate, rng))
   keys = (None, None) if rng is None else (jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1))
   return jnp.concatenate([
-      _network(params, x, _LayerDropout(dropout_rate, keys[0])),
-      _network(params, x[:, :, ::-1, :], _LayerDropout(dropout_rate, keys[1]))], -1)
+      _network(params, x, base.LayerDropout(dropout_rate, keys[0])),
+      _network(params, x[:, :, ::-1, :], base.LayerDropout(dropout_rate, keys[1]))], -1)
 
 
 def convert_state_dict(sd: dict[str, np.ndarray]) -> dict[str, jax.Array]:
