@@ -134,48 +134,31 @@ def check_bounds(valid, lower=0.0, upper=1.0):
         f"most 1/N_valid = {1 / n[i]:.6g}.")
 
 
-def _rows(op, x):
-  """op-reduces x over its first axis, written out row by row.
-
-  XLA on the CPU vectorises a chain of elementwise ops over the long last
-  axis well, but a reduction over a short leading axis poorly (about 30x
-  slower here for N = 10); N is small and static, so spell it out.
-  """
-  out = x[0]
-  for row in x[1:]:
-    out = op(out, row)
-  return out
-
-
 def _project_columns(v, lo, hi):
-  """Exact projection of every column of v (N, K) onto the capped simplex.
+  """Exact projection of every column of v (N, M) onto the capped simplex.
 
   w = clip(v - tau, lower, upper) with the scalar tau solving sum(w) = 1. The
   sum is piecewise linear in tau with kinks at v - lower and v - upper, so we
   evaluate it at all 2N kinks (O(N^2), no sort, static shapes), bracket the
   root between two neighbouring kinks and solve the linear piece in closed
-  form. Problems are the last axis, which the CPU vectorises over; lo, hi
-  are (N, K) or (N, 1).
+  form. Samples are the last axis so that the CPU vectorises over them;
+  lo, hi are (N, M) or (N, 1).
   """
-  lo, hi = jnp.broadcast_to(lo, v.shape), jnp.broadcast_to(hi, v.shape)
-  kinks = jnp.concatenate([v - lo, v - hi])                      # (2N, K)
-  sums = _rows(jnp.add, jnp.stack(
-      [jnp.clip(v[i] - kinks, lo[i], hi[i]) for i in range(v.shape[0])]))
+  kinks = jnp.concatenate([v - lo, v - hi])                           # (2N, M)
+  sums = jnp.clip(v[None] - kinks[:, None], lo[None], hi[None]).sum(1)  # (2N, M)
   inf = jnp.asarray(jnp.inf, v.dtype)
   above = sums >= 1  # the sum decreases in tau: the root is right of these
-  k_min, k_max = _rows(jnp.minimum, kinks), _rows(jnp.maximum, kinks)
+  k_min, k_max = kinks.min(0), kinks.max(0)
   span = k_max - k_min + 1
-  t_lo = _rows(jnp.maximum, jnp.where(above, kinks, -inf))
-  t_lo = jnp.where(t_lo > -inf, t_lo, k_min - span)
-  t_hi = _rows(jnp.minimum, jnp.where(above, inf, kinks))
-  t_hi = jnp.where(t_hi < inf, t_hi, k_max + span)
+  t_lo = jnp.where(above.any(0), jnp.where(above, kinks, -inf).max(0), k_min - span)
+  t_hi = jnp.where((~above).any(0), jnp.where(above, inf, kinks).min(0), k_max + span)
   mid = 0.5 * (t_lo + t_hi)
   at_upper = v - mid >= hi
   at_lower = ~at_upper & (v - mid <= lo)
   free = ~(at_upper | at_lower)
-  n_free = _rows(jnp.add, free.astype(v.dtype))
-  fixed = jnp.where(at_upper, hi, 0) + jnp.where(at_lower, lo, 0)
-  tau = (_rows(jnp.add, jnp.where(free, v, 0) + fixed) - 1) / jnp.maximum(n_free, 1)
+  n_free = free.sum(0)
+  fixed = (jnp.where(at_upper, hi, 0) + jnp.where(at_lower, lo, 0)).sum(0)
+  tau = (jnp.where(free, v, 0).sum(0) + fixed - 1) / jnp.maximum(n_free, 1)
   tau = jnp.where(n_free > 0, jnp.clip(tau, t_lo, t_hi), mid)
   return jnp.clip(v - tau, lo, hi)
 
@@ -293,15 +276,16 @@ def _fista_columns(gram, b, lam, lo, hi, x0, iters, restart):
   gram (N, N, K), b (N, K), lam (K,), lo/hi (N, K), x0 (N, K) feasible.
   Minimises w'Gw - 2b'w over the capped simplex with step 1/(2 lam).
   """
-  gram_t = jnp.swapaxes(gram, 0, 1)  # gram_t[j] = column j of each gram
-
   def step(_, state):
     x_prev, z, t = state
-    grad_half = _rows(jnp.add, gram_t * z[:, None]) - b
+    # gram @ z per column, spelled out over the N (small, static) columns:
+    # XLA on the CPU reduces a short middle axis ~30x slower than it fuses
+    # this chain of elementwise multiply-adds over the long last axis.
+    grad_half = sum(gram[:, j] * z[j] for j in range(z.shape[0])) - b
     x = _project_columns(z - grad_half / lam, lo, hi)
     # Adaptive restart (O'Donoghue & Candes): drop momentum once it points
     # uphill, which restores linear convergence on strongly convex pieces.
-    uphill = _rows(jnp.add, (z - x) * (x - x_prev)) > 0
+    uphill = ((z - x) * (x - x_prev)).sum(0) > 0
     t = jnp.where(restart & uphill, 1.0, t)
     t_next = 0.5 * (1 + jnp.sqrt(1 + 4 * t * t))
     z = x + ((t - 1) / t_next) * (x - x_prev)

@@ -38,3 +38,16 @@ def test_pointwise_conv_is_a_channel_matmul():
   ref = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                      precision=jax.lax.Precision.HIGHEST)
   np.testing.assert_allclose(ops.conv2d(x, w), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_mask_has_the_rate_and_fresh_keys_give_fresh_masks():
+  from opom_jax.models import base  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((8, 32, 32, 16))
+  a = base.dropout(x, 0.1, jax.random.key(0)) == 0
+  b = base.dropout(x, 0.1, jax.random.key(1)) == 0
+  assert abs(float(a.mean()) - 0.1) < 0.005
+  assert abs(float((a & b).mean()) - 0.01) < 0.002  # independent masks overlap at rate^2
+  np.testing.assert_array_equal(a, base.dropout(x, 0.1, jax.random.key(0)) == 0)
+  kept = base.dropout(x, 0.1, jax.random.key(0))
+  assert float(kept.max()) == pytest.approx(1 / 0.9)  # inverted scaling keeps the mean
+  assert base.dropout(x, 0.0, jax.random.key(0)) is x

@@ -49,11 +49,30 @@ def l2_normalize(v, axis=-1, eps=1e-12):
   return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), eps)
 
 
+def _fmix32(h):
+  """MurmurHash3's 32-bit finaliser: a cheap, well-mixing bijection."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
 def dropout(x, rate: float, rng):
-  """Inverted dropout, active whenever rate > 0 (DFANet keeps it on at test time)."""
+  """Inverted dropout, active whenever rate > 0 (DFANet keeps it on at test time).
+
+  The keep mask is a counter-based hash of the element index under two
+  32-bit seeds drawn from `rng`, not `jax.random.bernoulli`: on CPU,
+  threefry bits for every activation made DFANet forwards ~1.7x slower
+  (IR-50), the hash is ~10x cheaper and fuses into the consumer. Keep
+  probability is exact to 2^-32.
+  """
   if rate <= 0.0 or rng is None:
     return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  s1, s2 = jax.random.bits(rng, (2,), jnp.uint32)
+  index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+  h = _fmix32(_fmix32(index * jnp.uint32(0x9E3779B9) + s1) ^ s2)
+  keep = h >= jnp.uint32(min(int(round(rate * 2.0**32)), 2**32 - 1))
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 

@@ -1,0 +1,76 @@
+r"""Lists the model zoo with its measured LFW accuracy.
+
+  python -m experiments.models
+
+One line per surrogate: registry name, architecture, embedding size, training
+data and loss, `lfw=<percent>` (the JAX import on the 6000 LFW pairs, from
+configs/lfw_accuracy.json, written by experiments.lfw_verify; `lfw=n/a` if not
+measured), the original runtime's accuracy and the published figure.
+"""
+import argparse
+import json
+import pathlib
+
+from opom_jax import paths
+from opom_jax.models import registry
+
+ACCURACY_FILE = paths.REPO_ROOT / "configs" / "lfw_accuracy.json"
+
+# Published LFW figures the registry leaves out (its published_lfw is None).
+EXTRA_PUBLISHED = {
+    # InsightFace model zoo: buffalo_sc (MBF@WebFace600K) "has the same accuracy as buffalo_s".
+    "w600k_mbf": (99.70, "InsightFace model_zoo README, buffalo_s/sc"),
+    # EdgeFace paper / model card, EdgeFace-XS (gamma 0.6); no separate figure for the int8 xs_q.
+    "edgeface_xs": (99.73, "EdgeFace paper, EdgeFace-XS"),
+}
+
+
+def published_lfw(name: str) -> float | None:
+  if name in EXTRA_PUBLISHED:
+    return EXTRA_PUBLISHED[name][0]
+  entry = registry.ZOO.get(name)
+  return entry.published_lfw if entry else None
+
+
+def load_accuracies(path=ACCURACY_FILE) -> dict:
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise SystemExit(f"error: {path} is not valid JSON ({e}); rerun experiments.lfw_verify") from None
+
+
+def _fmt(x) -> str:
+  return "n/a" if x is None else f"{x:.2f}"
+
+
+def zoo_lines(accuracies: dict) -> list[str]:
+  lines = []
+  for name in registry.names():
+    e = registry.ZOO[name]
+    acc = accuracies.get(name, {})
+    runtime = "none" if e.runtime is None else _fmt(acc.get("runtime"))
+    pairs = f" pairs={acc['pairs']}" if "pairs" in acc else ""
+    lines.append(f"{name:14s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
+                 f"loss={e.loss!r} lfw={_fmt(acc.get('jax'))} runtime_lfw={runtime} "
+                 f"published_lfw={_fmt(published_lfw(name))}{pairs}")
+  for name, depth in sorted(registry.IRESNETS.items()):
+    lines.append(f"{name:14s} arch='IResNet-{depth} (random init; orbax checkpoint via "
+                 f"{name}@<path>)' emb=512 data='none' loss='none' lfw=n/a runtime_lfw=none "
+                 f"published_lfw=n/a")
+  return lines
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--accuracy_file", default=str(ACCURACY_FILE),
+                      help="JSON written by experiments.lfw_verify")
+  args = parser.parse_args()
+  for line in zoo_lines(load_accuracies(args.accuracy_file)):
+    print(line)
+
+
+if __name__ == "__main__":
+  main()
