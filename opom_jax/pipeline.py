@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import pathlib
 import time
@@ -100,8 +101,14 @@ def _control_masks(cfg: RunConfig, num_people: int) -> dict[str, np.ndarray]:
           f"random_{cfg.attack.eps:g}": rng.uniform(-cfg.attack.eps, cfg.attack.eps, shape).astype(np.float32)}
 
 
-def _cached_features(workdir, target_name: str, what: str, images, embed) -> np.ndarray:
-  path = pathlib.Path(workdir) / "features" / f"{target_name.replace(':', '_')}__{what}.npy"
+def features_dir(cfg: RunConfig) -> pathlib.Path:
+  """Clean-photo features depend only on the data and the model: shared by every run."""
+  digest = hashlib.sha1(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True).encode()).hexdigest()[:10]
+  return pathlib.Path(cfg.data.cache_dir) / "features" / digest
+
+
+def _cached_features(directory, target_name: str, what: str, images, embed) -> np.ndarray:
+  path = pathlib.Path(directory) / f"{target_name.replace(':', '_')}__{what}.npy"
   if path.exists():
     cached = np.load(path)
     if len(cached) == len(images):
@@ -137,8 +144,8 @@ def evaluate(cfg: RunConfig, log: Log = None) -> list[dict]:
     log(f"evaluate: {target_name} ({box}) on {len(distractors['images'])} distractors")
     target = registry.load_target(target_name, cfg.model_root)
     embed = target.embed
-    dis = _cached_features(cfg.workdir, target_name, "distractors", distractors["images"], embed)
-    clean_test = _cached_features(cfg.workdir, target_name, "test_clean", test["images"], embed)
+    dis = _cached_features(features_dir(cfg), target_name, "distractors", distractors["images"], embed)
+    clean_test = _cached_features(features_dir(cfg), target_name, "test_clean", test["images"], embed)
     for method, m in masks.items():
       t0 = time.time()
       prot_test = protect(test["images"], test["identity"], m)

@@ -31,6 +31,8 @@ from opom_jax.data import align
 # [68:182, 68:182] holds the face, a box a little wider than the ArcFace crop.
 LFW_SIZE = 250
 CENTRE_BOX = (68, 182)
+# Names the alignment rule in the crop cache; change it when the rule changes.
+CACHE_METHOD = "dlib-hog-centred-face-up1-2+centre-crop-v1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,20 +205,46 @@ class PairFaces:
     return int(self.fallback.sum())
 
 
+def align_lfw(img: np.ndarray) -> align.AlignedFace:
+  """ArcFace alignment of the face LFW labels: the one nearest the photo centre.
+
+  align.align_image keeps the largest dlib face; in LFW the labelled person is
+  the centred one, and with the largest face ~40 photos of the 6000 pairs
+  align a bystander (foamliu: 98.4% instead of 99.1%). Upsample 2 is tried
+  when upsample 1 finds nothing.
+  """
+  detector, predictor = align._dlib_models()  # pylint: disable=protected-access
+  h, w = img.shape[:2]
+  for upsample in (1, 2):
+    rects = detector(img, upsample)
+    if len(rects):  # pylint: disable=g-explicit-length-test
+      break
+  else:
+    raise align.AlignError(align.NO_FACE)
+  rect = min(rects, key=lambda r: ((r.left() + r.right()) / 2 - w / 2) ** 2 +
+             ((r.top() + r.bottom()) / 2 - h / 2) ** 2)
+  shape = predictor(img, rect)
+  points = align.five_points(np.array([[p.x, p.y] for p in shape.parts()], np.float64))
+  crop, m = align.align_face(img, points)
+  box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.int64)
+  return align.AlignedFace(crop=crop, landmarks=points, transform=m, box=box, image_size=(h, w))
+
+
 def align_or_centre(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
-  """(crop, fell_back): ArcFace alignment, else the centre crop."""
+  """(crop, fell_back): ArcFace alignment of the centred face, else the centre crop."""
+  img = align.read_rgb(path)   # AlignError(UNREADABLE) propagates: a broken file is an error
   try:
-    return align.align_file(path).crop, False
-  except align.AlignError as e:
-    if e.reason == align.UNREADABLE:
-      raise
-    return centre_crop(align.read_rgb(path)), True
+    return align_lfw(img).crop, False
+  except align.AlignError:
+    return centre_crop(img), True
 
 
 def _load_cache(path) -> dict[str, tuple[np.ndarray, bool]]:
   if not path or not os.path.isfile(path):
     return {}
   with np.load(path) as z:
+    if "method" not in z or str(z["method"]) != CACHE_METHOD:
+      return {}   # crops of an older alignment rule: rebuild
     return {str(i): (c, bool(f)) for i, c, f in zip(z["ids"], z["crops"], z["fallback"])}
 
 
@@ -224,7 +252,7 @@ def _save_cache(path, entries: dict[str, tuple[np.ndarray, bool]]):
   ids = sorted(entries)
   tmp = f"{path}.tmp.npz"   # np.savez appends .npz to names without it
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(tmp, ids=np.array(ids), crops=np.stack([entries[i][0] for i in ids]),
+  np.savez(tmp, method=np.array(CACHE_METHOD), ids=np.array(ids), crops=np.stack([entries[i][0] for i in ids]),
            fallback=np.array([entries[i][1] for i in ids], bool))
   os.replace(tmp, path)
 

@@ -96,6 +96,18 @@ def test_centre_crop_takes_the_middle():
   assert np.all(crop == 200)
 
 
+def test_align_lfw_picks_the_centred_face(lfw_root):
+  """Colin_Farrell_0003 has a larger bystander face; LFW labels the centred one."""
+  from opom_jax.data import align  # pylint: disable=g-import-not-at-top
+  img = align.read_rgb(lfw_root / "Colin_Farrell" / "Colin_Farrell_0003.jpg")
+  centre = lambda box: np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+  largest = align.align_image(img)
+  assert np.abs(centre(largest.box) - 125).sum() > 100
+  face = verification.align_lfw(img)
+  assert np.abs(centre(face.box) - 125).sum() < 40
+  assert face.crop.shape == (112, 112, 3) and face.crop.dtype == np.uint8
+
+
 def test_real_pairs_foamliu(pairs, lfw_root, tmp_path):
   """240 real pairs (2 folds x 60 + 60), aligned on the fly; foamliu JAX >= 97%."""
   sub = verification.subset(pairs, max_pairs_per_fold=120, folds=[0, 1])
