@@ -105,6 +105,11 @@ class DlibTarget:
     return embs / norms
 
 
-def dlib_runtime(predictor_path=None, model_path=None) -> DlibTarget:
-  """dlib HOG + 5-point + ResNet pipeline on canonical crops (black box)."""
-  return DlibTarget(predictor_path, model_path)
+def dlib_runtime(model_root=None) -> DlibTarget:
+  """dlib HOG + 5-point + ResNet pipeline on canonical crops (black box).
+
+  dlib's weights come from the face-recognition-models package, not the
+  model root; the argument keeps the registry's one factory signature.
+  """
+  del model_root
+  return DlibTarget()
