@@ -161,7 +161,18 @@ def evaluate(cfg: RunConfig, log: Log = None) -> list[dict]:
       log(f"  {method:>16s} vs {target_name}: protect@1 {row['protect@1']:.3f} "
           f"@5 {row['protect@5']:.3f} @10 {row['protect@10']:.3f} ({time.time() - t0:.0f}s)")
   write_results(cfg.workdir, rows)
+  _write_pictures(cfg, rows, test, masks, log)
   return rows
+
+
+def _write_pictures(cfg: RunConfig, rows, test, masks, log: Log):
+  from opom_jax import report  # pylint: disable=g-import-not-at-top  (matplotlib)
+  first = [int(np.flatnonzero(test["identity"] == p)[0]) for p in np.unique(test["identity"])[:6]]
+  learned = {m: masks[m][test["identity"][first]] for m in cfg.methods}
+  grid = report.mask_grid(test["images"][first], learned, cfg.attack.eps,
+                          pathlib.Path(cfg.workdir) / "masks_preview.png")
+  chart = report.protection_chart(rows, pathlib.Path(cfg.workdir) / "protection.png")
+  log(f"pictures: {grid}, {chart}")
 
 
 def write_results(workdir, rows: list[dict]) -> str:
