@@ -68,3 +68,18 @@ def test_psnr_of_a_known_perturbation():
   clean = np.full((2, 4, 4, 3), 100, np.uint8)
   protected = clean + np.uint8(8)  # MSE 64 -> 10 log10(255^2 / 64)
   assert ev.psnr(protected, clean) == pytest.approx(10 * np.log10(255**2 / 64))
+
+
+def test_pictures_are_written(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from opom_jax import report  # pylint: disable=g-import-not-at-top
+  rows = [{"method": m, "target": t, "protect@1": v}
+          for (m, t, v) in [("clean", "a", 0.0), ("convex_hull", "a", 0.9), ("convex_hull", "b", 0.4)]]
+  chart = report.protection_chart(rows, tmp_path / "chart.png")
+  clean = np.full((2, 112, 112, 3), 128, np.uint8)
+  masks = {"convex_hull": np.full((2, 112, 112, 3), 8.0, np.float32)}
+  grid = report.mask_grid(clean, masks, 8.0, tmp_path / "grid.png")
+  for path in (chart, grid):
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 1  # something was drawn
