@@ -53,6 +53,9 @@ def zoo_lines(accuracies: dict) -> list[str]:
     acc = accuracies.get(name, {})
     runtime = "none" if e.runtime is None else _fmt(acc.get("runtime"))
     pairs = f" pairs={acc['pairs']}" if "pairs" in acc else ""
+    flip = accuracies.get(f"{name}:flip", {}).get("jax")   # experiments.lfw_verify's xiaoccer_mbf:flip
+    if flip is not None:
+      pairs += f" flip_concat_lfw={flip:.2f}"
     lines.append(f"{name:14s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
                  f"loss={e.loss!r} lfw={_fmt(acc.get('jax'))} runtime_lfw={runtime} "
                  f"published_lfw={_fmt(published_lfw(name))}{pairs}")
