@@ -6,8 +6,7 @@ r"""LFW 10-fold verification accuracy of the zoo: JAX imports and their own runt
 Each model (one at a time) embeds the aligned crops of every image in the pairs
 file once, as the JAX import (`jax:<name>`) and, where it exists, its original
 runtime. A full run (every pair) updates --output_json; the markdown table is
-printed and, with --table, written. `xiaoccer_mbf:flip` is the Xiaoccer model
-with its authors' flip-concatenated 256-d embedding (JAX only).
+printed and, with --table, written.
 """
 import json
 import os
@@ -21,9 +20,7 @@ from opom_jax import paths
 from opom_jax import verification
 from opom_jax.models import registry
 
-FLIP = "xiaoccer_mbf:flip"
-
-MODELS = flags.DEFINE_list("models", ["all"], f"Zoo names, 'all', or {FLIP!r}.")
+MODELS = flags.DEFINE_list("models", ["all"], "Zoo names or 'all'.")
 PAIRS = flags.DEFINE_string("pairs", None, "LFW pairs file (default <data_root>/lfw-protocol/pairs.txt).")
 DATA_ROOT = flags.DEFINE_string("data_root", None, "Folder of data sets (default: $OPOM_DATA_ROOT, else ../shared/datasets).")
 MODEL_ROOT = flags.DEFINE_string("model_root", None, "Folder of model weights (default: $OPOM_MODEL_ROOT, else ../shared/models).")
@@ -47,10 +44,10 @@ def _models() -> list[str]:
   for m in MODELS.value:
     if m == "all":
       names += registry.names()
-    elif m in registry.ZOO or m == FLIP:
+    elif m in registry.ZOO:
       names.append(m)
     else:
-      raise flags.ValidationError(f"--models: unknown model {m!r}; use 'all', {registry.names()} or {FLIP!r}")
+      raise flags.ValidationError(f"--models: unknown model {m!r}; use 'all', {registry.names()}")
   return list(dict.fromkeys(names))
 
 
@@ -60,12 +57,6 @@ def _published(name):
 
 
 def _jax_target(name, model_root):
-  if name == FLIP:
-    from opom_jax.models import base, xiaoccer_mobilefacenet  # pylint: disable=g-import-not-at-top
-    entry = registry.get_entry("xiaoccer_mbf")
-    params, apply = xiaoccer_mobilefacenet.load_xiaoccer(
-        paths.model_file(entry.file, model_root), flip_concat=True)
-    return registry.JaxTarget(base.Surrogate(FLIP, params, apply, 256))
   return registry.load_target(f"jax:{name}", model_root)
 
 

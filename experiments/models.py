@@ -16,18 +16,7 @@ from opom_jax.models import registry
 
 ACCURACY_FILE = paths.REPO_ROOT / "configs" / "lfw_accuracy.json"
 
-# Published LFW figures the registry leaves out (its published_lfw is None).
-EXTRA_PUBLISHED = {
-    # InsightFace model zoo: buffalo_sc (MBF@WebFace600K) "has the same accuracy as buffalo_s".
-    "w600k_mbf": (99.70, "InsightFace model_zoo README, buffalo_s/sc"),
-    # EdgeFace paper / model card, EdgeFace-XS (gamma 0.6); no separate figure for the int8 xs_q.
-    "edgeface_xs": (99.73, "EdgeFace paper, EdgeFace-XS"),
-}
-
-
 def published_lfw(name: str) -> float | None:
-  if name in EXTRA_PUBLISHED:
-    return EXTRA_PUBLISHED[name][0]
   entry = registry.ZOO.get(name)
   return entry.published_lfw if entry else None
 
@@ -53,14 +42,11 @@ def zoo_lines(accuracies: dict) -> list[str]:
     acc = accuracies.get(name, {})
     runtime = "none" if e.runtime is None else _fmt(acc.get("runtime"))
     pairs = f" pairs={acc['pairs']}" if "pairs" in acc else ""
-    flip = accuracies.get(f"{name}:flip", {}).get("jax")   # experiments.lfw_verify's xiaoccer_mbf:flip
-    if flip is not None:
-      pairs += f" flip_concat_lfw={flip:.2f}"
-    lines.append(f"{name:14s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
+    lines.append(f"{name:16s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
                  f"loss={e.loss!r} lfw={_fmt(acc.get('jax'))} runtime_lfw={runtime} "
                  f"published_lfw={_fmt(published_lfw(name))}{pairs}")
   for name, depth in sorted(registry.IRESNETS.items()):
-    lines.append(f"{name:14s} arch='IResNet-{depth} (random init; orbax checkpoint via "
+    lines.append(f"{name:16s} arch='IResNet-{depth} (random init; orbax checkpoint via "
                  f"{name}@<path>)' emb=512 data='none' loss='none' lfw=n/a runtime_lfw=none "
                  f"published_lfw=n/a")
   return lines

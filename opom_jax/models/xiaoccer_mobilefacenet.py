@@ -145,3 +145,8 @@ def load_xiaoccer(path, *, flip_concat: bool = False) -> tuple[dict, base.ApplyF
   """
   params = convert_state_dict(torch_reader.load_state_dict(path))
   return params, functools.partial(apply, flip_concat=flip_concat) if flip_concat else apply
+
+
+def load_xiaoccer_flip(path) -> tuple[dict, base.ApplyFn]:
+  """The authors' LFW embedding: 128-d of the face and 128-d of its mirror image."""
+  return load_xiaoccer(path, flip_concat=True)
