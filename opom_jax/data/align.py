@@ -92,9 +92,11 @@ def five_points(shape68: np.ndarray) -> np.ndarray:
   ]).astype(np.float64)
 
 
-def detect_face(img: np.ndarray, upsample: int = 1):
-  """Largest dlib HOG face in a uint8 RGB photo -> ((5, 2) points, box).
+def detect_face(img: np.ndarray, upsample: int = 1, choose: str = "largest"):
+  """One dlib HOG face in a uint8 RGB photo -> ((5, 2) points, box).
 
+  choose: "largest" (the reference's OPOM protocol) or "centre" (the face
+  nearest the photo centre: LFW's labelled person when a bystander is larger).
   box is the detection rectangle (left, top, right, bottom).
 
   Raises AlignError(NO_FACE) when the detector finds nothing.
@@ -104,8 +106,15 @@ def detect_face(img: np.ndarray, upsample: int = 1):
   rects = detector(img, upsample)
   if len(rects) == 0:  # pylint: disable=g-explicit-length-test
     raise AlignError(NO_FACE)
-  # max() keeps the first of equal areas, i.e. dlib's order.
-  rect = max(rects, key=lambda r: r.width() * r.height())
+  h, w = img.shape[:2]
+  if choose == "largest":
+    # max() keeps the first of equal areas, i.e. dlib's order.
+    rect = max(rects, key=lambda r: r.width() * r.height())
+  elif choose == "centre":
+    rect = min(rects, key=lambda r: ((r.left() + r.right()) / 2 - w / 2) ** 2 +
+               ((r.top() + r.bottom()) / 2 - h / 2) ** 2)
+  else:
+    raise ValueError(f"detect_face: choose must be 'largest' or 'centre', got {choose!r}")
   shape = predictor(img, rect)
   pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
   box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()],
@@ -168,10 +177,10 @@ def align_face(img: np.ndarray, points: np.ndarray):
   return crop, m
 
 
-def align_image(img: np.ndarray) -> AlignedFace:
+def align_image(img: np.ndarray, upsample: int = 1, choose: str = "largest") -> AlignedFace:
   """Detect + landmarks + align one uint8 RGB photo (raises AlignError)."""
   img = _as_rgb_uint8(img)
-  points, box = detect_face(img)
+  points, box = detect_face(img, upsample, choose)
   crop, m = align_face(img, points)
   return AlignedFace(crop=crop, landmarks=points, transform=m, box=box,
                      image_size=(img.shape[0], img.shape[1]))
