@@ -1,14 +1,12 @@
 """The ONNX importer against onnxruntime on real LFW faces.
 
-Faces: centre crops of LFW deep-funneled photos (the face sits roughly in the
-middle of the 250x250 frame), resized to 112x112. Not template-aligned, but real
-faces are what matters for the comparison.
+Faces: two photos each of eight LFW people, aligned to the ArcFace template
+(dlib landmarks + similarity warp), as the pipeline feeds the models.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from opom_jax import paths
 from opom_jax.models import base, onnx_import
@@ -20,12 +18,10 @@ PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld",
 
 @pytest.fixture(scope="module")
 def faces():
+  from opom_jax.data import align  # pylint: disable=g-import-not-at-top
   root = paths.data_root() / "lfw-deepfunneled"
-  crops = []
-  for person in PEOPLE:
-    for k in (1, 2):
-      img = Image.open(root / person / f"{person}_{k:04d}.jpg").convert("RGB")
-      crops.append(np.asarray(img.crop((68, 68, 182, 182)).resize((112, 112), Image.BILINEAR)))
+  crops = [align.align_file(root / person / f"{person}_{k:04d}.jpg").crop
+           for person in PEOPLE for k in (1, 2)]
   return np.stack(crops)   # (16, 112, 112, 3) uint8
 
 

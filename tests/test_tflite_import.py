@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from opom_jax import paths
 from opom_jax.models import tflite_import
@@ -15,23 +14,10 @@ from opom_jax.runtimes import litert_runtime
 N_FACES = 16
 
 
-def _lfw_faces(n):
-  # No alignment yet: deep-funneled LFW centres the face, so a centre crop is
-  # a fair stand-in for an aligned 112x112 chip.
-  try:
-    root = paths.data_root() / "lfw-deepfunneled"
-  except paths.MissingPathError as e:
-    pytest.skip(str(e))
-  people = sorted(p for p in root.iterdir() if p.is_dir())[::300][:n]
-  return np.stack([
-      np.asarray(Image.open(p / f"{p.name}_0001.jpg").convert("RGB")
-                 .crop((68, 68, 182, 182)).resize((112, 112), Image.BILINEAR))
-      for p in people])
-
-
 @pytest.fixture(scope="module")
-def faces():
-  return _lfw_faces(N_FACES)
+def faces(aligned_lfw):
+  """Real ArcFace-aligned LFW faces (3 people x 6 photos), the first N_FACES."""
+  return np.concatenate(list(aligned_lfw.values()))[:N_FACES]
 
 
 @pytest.fixture(scope="module")
