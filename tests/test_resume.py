@@ -24,7 +24,7 @@ def _command(data_root, workdir, cache):
   return [sys.executable, "-m", "experiments.generate", f"--data_root={data_root}",
           "--dataset=faces", f"--workdir={workdir}", f"--cache_dir={cache}",
           "--min_photos=4", "--n_train=3", "--max_people=2", "--methods=convex_hull",
-          "--iters=24", "--nter=3", "--checkpoint_every=4", "--seed=3"]
+          "--iters=40", "--nter=3", "--checkpoint_every=4", "--seed=3"]
 
 
 def test_killed_run_resumes_to_identical_masks(tmp_path, lfw_root):
