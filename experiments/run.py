@@ -12,8 +12,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = run_flags.build_config()
-  pipeline.generate(cfg)
-  print(pipeline.markdown_table(pipeline.evaluate(cfg)))
+  faces = pipeline.load_faces(cfg)
+  pipeline.generate(cfg, faces=faces)
+  print(pipeline.markdown_table(pipeline.evaluate(cfg, faces=faces)))
 
 
 if __name__ == "__main__":

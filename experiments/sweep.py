@@ -73,12 +73,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   base = run_flags.build_config()
-  rows = []
+  rows, faces, faces_data = [], None, None
   points = parse_grid(SWEEP.value, base)
   for i, (name, cfg) in enumerate(points):
     print(f"== sweep point {i + 1}/{len(points)}: {name}")
-    pipeline.generate(cfg)
-    rows += [dict(r, method=f"{name}:{r['method']}") for r in pipeline.evaluate(cfg)]
+    if cfg.data != faces_data:  # points that only change the attack share the crops
+      faces, faces_data = pipeline.load_faces(cfg), cfg.data
+    pipeline.generate(cfg, faces=faces)
+    rows += [dict(r, method=f"{name}:{r['method']}") for r in pipeline.evaluate(cfg, faces=faces)]
   table = pipeline.markdown_table(rows)
   pathlib.Path(base.workdir, "sweep_results.md").write_text(table + "\n")
   print(table)

@@ -48,14 +48,10 @@ def fi_uap_plus(adv, clean, valid, step, **_):
   return -jnp.sum((y @ c.T) * pair) / (n * n)
 
 
-def _center_weights(m, n):
-  return jnp.broadcast_to(m / n, m.shape)
-
-
 def class_center(adv, clean, valid, step, **_):
   """OPOM-CC: distance to the mean of the clean features (not renormalised)."""
   y, c, m, n = _prepare(adv, clean, valid)
-  return _mean_sq_dist(y, _center_weights(m, n) @ c, m, n)
+  return _mean_sq_dist(y, (m / n) @ c, m, n)
 
 
 def _hull_loss(kind, adv, clean, valid, lower, upper):

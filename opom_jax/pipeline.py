@@ -55,12 +55,15 @@ def mask_path(workdir, method: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "masks" / f"{method}.npz"
 
 
-def generate(cfg: RunConfig, log: Log = None) -> dict[str, np.ndarray]:
-  """Learns one mask per person for every method in cfg.methods; resumable."""
+def generate(cfg: RunConfig, log: Log = None, faces: dict | None = None) -> dict[str, np.ndarray]:
+  """Learns one mask per person for every method in cfg.methods; resumable.
+
+  `faces` (from load_faces) saves re-reading the aligned crops when the caller has them.
+  """
   from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
   log = log or progress_log
   config_lib.write(cfg)
-  faces = load_faces(cfg, log)
+  faces = faces or load_faces(cfg, log)
   names = faces["train"]["names"]
   images, valid = stack_by_identity(faces["train"], len(names))
   surrogates = [registry.load_surrogate(s, cfg.model_root) for s in cfg.surrogates]
@@ -123,11 +126,11 @@ FIELDS = ["method", "target", "box", "protect@1", "protect@5", "protect@10",
           "person_mean@1", "train_protect@1", "psnr", "pairs"]
 
 
-def evaluate(cfg: RunConfig, log: Log = None) -> list[dict]:
+def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None) -> list[dict]:
   """Protection of every method's masks against the surrogate(s) and the targets."""
   from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
   log = log or progress_log
-  faces = load_faces(cfg, log)
+  faces = faces or load_faces(cfg, log)
   train, test, distractors = faces["train"], faces["test"], faces["distractor"]
   names = train["names"]
   masks = _control_masks(cfg, len(names))

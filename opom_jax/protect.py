@@ -42,7 +42,8 @@ def protect_folder(photos_dir, output_dir, *, surrogate_names=("foamliu_mbf",), 
       skipped.append({"path": str(path), "reason": "not a photo file extension"})
       continue
     try:
-      aligned.append((path, align.align_file(path)))
+      photo = align.read_rgb(path)
+      aligned.append((photo, path, align.align_image(photo)))
     except align.AlignError as e:
       skipped.append({"path": str(path), "reason": e.reason})
   for s in skipped:
@@ -50,7 +51,7 @@ def protect_folder(photos_dir, output_dir, *, surrogate_names=("foamliu_mbf",), 
   if not aligned:
     raise ValueError(f"no photo in {photos_dir} has a usable face; nothing to protect")
   log(f"{len(aligned)} faces aligned; learning the mask from {min(max_train, len(aligned))} of them")
-  train = np.stack([a.crop for _, a in aligned[:max_train]]).astype(np.float32)[None]
+  train = np.stack([a.crop for _, _, a in aligned[:max_train]]).astype(np.float32)[None]
   surrogates = [registry.load_surrogate(n, model_root) for n in surrogate_names]
   mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
                      np.ones(train.shape[:2], bool), cfg, seed=seed, log=log)[0]
@@ -58,8 +59,7 @@ def protect_folder(photos_dir, output_dir, *, surrogate_names=("foamliu_mbf",), 
   mask_path = output_dir / "mask.npy"
   np.save(mask_path, mask)
   written = []
-  for path, face in aligned:
-    photo = align.read_rgb(path)
+  for photo, path, face in aligned:
     out = align.paste_back(photo, np.asarray(attack.apply_mask(face.crop, mask)), face.transform)
     target = output_dir / (path.stem + ".png")
     Image.fromarray(out).save(target)
