@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from opom_jax import attack
-from opom_jax.models import iresnet
+from opom_jax.models.networks import iresnet
 
 ITERATIONS = 100
 

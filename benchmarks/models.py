@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opom_jax.models import base
-from opom_jax.models import registry
+from opom_jax.models import zoo
 
 BATCH = 10
 
@@ -67,7 +67,7 @@ def time_best(fn, args, repeats: int, iters: int) -> float:
 
 
 def bench_model(name: str, repeats: int, iters: int) -> dict:
-  surrogate = registry.load_surrogate(name)
+  surrogate = zoo.load_surrogate(name)
   apply, params = surrogate.apply, surrogate.params
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (BATCH, 112, 112, 3)), jnp.float32)
   direction = base.l2_normalize(jnp.ones((surrogate.emb_dim,), jnp.float32))
@@ -115,10 +115,10 @@ def main():
   parser.add_argument("--peak_gflops", type=float, default=0.0,
                       help="override the peak (e.g. an accelerator's), GFLOP/s")
   args = parser.parse_args()
-  names = registry.surrogate_names() if args.models == "all" else args.models.split(",")
+  names = zoo.surrogate_names() if args.models == "all" else args.models.split(",")
   for n in names:
-    if n.partition("@")[0] not in registry.surrogate_names():
-      parser.error(f"--models: unknown model {n!r}; choose from {registry.surrogate_names()}")
+    if n.partition("@")[0] not in zoo.surrogate_names():
+      parser.error(f"--models: unknown model {n!r}; choose from {zoo.surrogate_names()}")
   repeats, iters = (1, 2) if args.quick else (args.repeats, args.iters)
   if args.peak_gflops:
     peak, how = args.peak_gflops * 1e9, f"peak = {args.peak_gflops:g} GFLOP/s (--peak_gflops)"

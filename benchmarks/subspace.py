@@ -3,7 +3,7 @@
 The reference implementation builds and solves one cvxpy problem per sample
 (default solver OSQP). Here: N photos in d dimensions for S samples x I
 identities of L2-normalised, correlated, face-like features (identity mean +
-noise, seeded), solved (a) by opom_jax.subspace.convex_hull, jitted and
+noise, seeded), solved (a) by opom_jax.attack.subspace.convex_hull, jitted and
 batched over identities
 (convex_hull_batch), timed after compilation (best of --repeats), and
 (b) the reference's way. Accuracy: both are compared with a high-accuracy
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opom_jax import subspace
+from opom_jax.attack import subspace
 
 
 def face_like(seed, identities, samples, n, d):

@@ -1,4 +1,4 @@
-"""PyTorch twin of opom_jax.models.iresnet, for speed comparisons only.
+"""PyTorch twin of opom_jax.models.networks.iresnet, for speed comparisons only.
 
 A faithful re-implementation of insightface arcface_torch ``iresnet.py``
 (NCHW, eval-mode BatchNorm) that can take a copy of the Flax variables, so a
@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from opom_jax.models.iresnet import EMB_DIM, LAYERS, WIDTHS
+from opom_jax.models.networks.iresnet import EMB_DIM, LAYERS, WIDTHS
 
 
 @functools.cache
@@ -147,7 +147,7 @@ def _copy_flax(model, variables):
 def build_torch_iresnet(depth: int, flax_params=None, dropout_rate: float = 0.0):
   """The torch IResNet-`depth` in eval mode, NCHW input already normalised.
 
-  flax_params: variables from opom_jax.models.iresnet.init_iresnet /
+  flax_params: variables from opom_jax.models.networks.iresnet.init_iresnet /
   load_iresnet to copy in; None keeps torch's own random init.
   dropout_rate > 0 turns on DFANet dropout, as in the Flax model.
   Note the twin takes (x - 127.5) / 127.5 in NCHW, not the canonical batch.

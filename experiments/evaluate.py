@@ -5,14 +5,14 @@ r"""Evaluates the masks of a run directory: writes results.csv / results.md.
 from absl import app
 
 from experiments import flags as run_flags
-from opom_jax import pipeline
+from opom_jax.run import evaluate
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  rows = pipeline.evaluate(run_flags.build_config())
-  print(pipeline.markdown_table(rows))
+  rows = evaluate.evaluate(run_flags.build_config())
+  print(evaluate.table(rows))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ from absl import app
 from absl import flags
 
 from opom_jax import paths
-from opom_jax.attack import AttackConfig
-from opom_jax.config import DataConfig, RunConfig
-from opom_jax.losses import LOSSES
-from opom_jax.models import registry
-from opom_jax.update_rules import RULES
+from opom_jax.attack.config import AttackConfig
+from opom_jax.run.config import DataConfig, RunConfig
+from opom_jax.attack.losses import LOSSES
+from opom_jax.models import zoo
+from opom_jax.attack.update_rules import RULES
 
 _D = AttackConfig()
 
@@ -74,11 +74,11 @@ def build_config() -> RunConfig:
     if not ok:
       _fail(flag, f"{msg} (got {flags.FLAGS[flag].value})")
   for s in SURROGATES.value:
-    if s.partition("@")[0] not in registry.surrogate_names():
-      _fail("surrogates", f"unknown model {s!r}; surrogates are {registry.surrogate_names()}")
+    if s.partition("@")[0] not in zoo.surrogate_names():
+      _fail("surrogates", f"unknown model {s!r}; surrogates are {zoo.surrogate_names()}")
   for t in TARGETS.value:
-    if t.removeprefix("jax:") not in registry.ZOO:
-      _fail("targets", f"unknown target {t!r}; use a zoo name {registry.names()} or jax:<name>")
+    if t.removeprefix("jax:") not in zoo.ZOO:
+      _fail("targets", f"unknown target {t!r}; use a zoo name {zoo.names()} or jax:<name>")
   if not (pathlib.Path(data_root) / DATASET.value).is_dir():
     _fail("dataset", f"{data_root}/{DATASET.value} is not a folder of <identity>/<image>")
   cache = CACHE_DIR.value or os.path.join(os.path.dirname(os.path.abspath(WORKDIR.value)), "aligned_cache")

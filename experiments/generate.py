@@ -5,13 +5,13 @@ r"""Learns OPOM masks for the people of a data set.
 from absl import app
 
 from experiments import flags as run_flags
-from opom_jax import pipeline
+from opom_jax.run import generate
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  pipeline.generate(run_flags.build_config())
+  generate.generate(run_flags.build_config())
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 
 from opom_jax import paths
-from opom_jax import verification
-from opom_jax.models import registry
+from opom_jax.eval import verification
+from opom_jax.models import zoo
 
 MODELS = flags.DEFINE_list("models", ["all"], "Zoo names or 'all'.")
 PAIRS = flags.DEFINE_string("pairs", None, "LFW pairs file (default <data_root>/lfw-protocol/pairs.txt).")
@@ -43,11 +43,11 @@ def _models() -> list[str]:
   names = []
   for m in MODELS.value:
     if m == "all":
-      names += registry.names()
-    elif m in registry.ZOO:
+      names += zoo.names()
+    elif m in zoo.ZOO:
       names.append(m)
     else:
-      raise flags.ValidationError(f"--models: unknown model {m!r}; use 'all', {registry.names()}")
+      raise flags.ValidationError(f"--models: unknown model {m!r}; use 'all', {zoo.names()}")
   return list(dict.fromkeys(names))
 
 
@@ -57,7 +57,7 @@ def _published(name):
 
 
 def _jax_target(name, model_root):
-  return registry.load_target(f"jax:{name}", model_root)
+  return zoo.load_target(f"jax:{name}", model_root)
 
 
 def _measure(label, target, faces, pairs):
@@ -132,9 +132,9 @@ def main(argv):
       result, _ = _measure(f"jax:{name}", _jax_target(name, model_root), faces, pairs)
       row.update(jax=_pct(result.mean), jax_std=_pct(result.std),
                  fallback_pairs=result.fallback_pairs, fallback_images=result.fallback_images)
-    has_runtime = name in registry.ZOO and registry.ZOO[name].runtime is not None
+    has_runtime = name in zoo.ZOO and zoo.ZOO[name].runtime is not None
     if RUNTIME.value and has_runtime:
-      result, extra = _measure(name, registry.load_target(name, model_root), faces, pairs)
+      result, extra = _measure(name, zoo.load_target(name, model_root), faces, pairs)
       row.update(runtime=_pct(result.mean), runtime_std=_pct(result.std),
                  fallback_pairs=result.fallback_pairs, fallback_images=result.fallback_images,
                  **extra)

@@ -12,12 +12,12 @@ import json
 import pathlib
 
 from opom_jax import paths
-from opom_jax.models import registry
+from opom_jax.models import zoo
 
 ACCURACY_FILE = paths.REPO_ROOT / "configs" / "lfw_accuracy.json"
 
 def published_lfw(name: str) -> float | None:
-  entry = registry.ZOO.get(name)
+  entry = zoo.ZOO.get(name)
   return entry.published_lfw if entry else None
 
 
@@ -37,15 +37,15 @@ def _fmt(x) -> str:
 
 def zoo_lines(accuracies: dict) -> list[str]:
   lines = []
-  for name in registry.names():
-    e = registry.ZOO[name]
+  for name in zoo.names():
+    e = zoo.ZOO[name]
     acc = accuracies.get(name, {})
     runtime = "none" if e.runtime is None else _fmt(acc.get("runtime"))
     pairs = f" pairs={acc['pairs']}" if "pairs" in acc else ""
     lines.append(f"{name:16s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
                  f"loss={e.loss!r} lfw={_fmt(acc.get('jax'))} runtime_lfw={runtime} "
                  f"published_lfw={_fmt(published_lfw(name))}{pairs}")
-  for name, depth in sorted(registry.IRESNETS.items()):
+  for name, depth in sorted(zoo.IRESNETS.items()):
     lines.append(f"{name:16s} arch='IResNet-{depth} (random init; orbax checkpoint via "
                  f"{name}@<path>)' emb=512 data='none' loss='none' lfw=n/a runtime_lfw=none "
                  f"published_lfw=n/a")

@@ -6,8 +6,10 @@ from absl import app
 from absl import flags
 
 from experiments import flags as run_flags
-from opom_jax import attack, paths, protect
-from opom_jax.losses import LOSSES
+from opom_jax import attack
+from opom_jax import paths
+from opom_jax.run import protect
+from opom_jax.attack.losses import LOSSES
 
 PHOTOS = flags.DEFINE_string("photos", None, "Folder with photos of one person.")
 OUTPUT = flags.DEFINE_string("output", None, "Where the protected PNG photos go.")

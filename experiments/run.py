@@ -5,16 +5,18 @@ r"""Generate, then evaluate: the main job.
 from absl import app
 
 from experiments import flags as run_flags
-from opom_jax import pipeline
+from opom_jax.run import evaluate
+from opom_jax.run import faces as faces_lib
+from opom_jax.run import generate
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = run_flags.build_config()
-  faces = pipeline.load_faces(cfg)
-  pipeline.generate(cfg, faces=faces)
-  print(pipeline.markdown_table(pipeline.evaluate(cfg, faces=faces)))
+  faces = faces_lib.load_faces(cfg)
+  generate.generate(cfg, faces=faces)
+  print(evaluate.table(evaluate.evaluate(cfg, faces=faces)))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from absl import app
 from absl import flags
 
 from experiments import flags as run_flags
-from opom_jax import pipeline
-from opom_jax.config import RunConfig
+from opom_jax.run import evaluate
+from opom_jax.run import faces as faces_lib
+from opom_jax.run import generate
+from opom_jax.run.config import RunConfig
 
 SWEEP = flags.DEFINE_string("sweep", "", "Grid: 'attack.eps=4,8;attack.rule=base,transfer'.")
 
@@ -78,10 +80,10 @@ def main(argv):
   for i, (name, cfg) in enumerate(points):
     print(f"== sweep point {i + 1}/{len(points)}: {name}")
     if cfg.data != faces_data:  # points that only change the attack share the crops
-      faces, faces_data = pipeline.load_faces(cfg), cfg.data
-    pipeline.generate(cfg, faces=faces)
-    rows += [dict(r, method=f"{name}:{r['method']}") for r in pipeline.evaluate(cfg, faces=faces)]
-  table = pipeline.markdown_table(rows)
+      faces, faces_data = faces_lib.load_faces(cfg), cfg.data
+    generate.generate(cfg, faces=faces)
+    rows += [dict(r, method=f"{name}:{r['method']}") for r in evaluate.evaluate(cfg, faces=faces)]
+  table = evaluate.table(rows)
   pathlib.Path(base.workdir, "sweep_results.md").write_text(table + "\n")
   print(table)
 

@@ -34,5 +34,5 @@ def aligned_lfw(lfw_root):
 
 @pytest.fixture(scope="session")
 def foamliu():
-  from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
-  return registry.load_surrogate("foamliu_mbf")
+  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  return zoo.load_surrogate("foamliu_mbf")

@@ -5,8 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from opom_jax import attack, update_rules
-from opom_jax.masks import learn_masks
+from opom_jax import attack
+from opom_jax.attack import update_rules
+from opom_jax.run.learn import learn_masks
 
 
 def _batch(aligned, people, photos):

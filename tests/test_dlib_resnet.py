@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from opom_jax import paths
-from opom_jax.models import dlib_dat
-from opom_jax.models import dlib_resnet
+from opom_jax.models.importers import dlib_dat
+from opom_jax.models.networks import dlib_resnet
 from opom_jax.runtimes import dlib_runtime
 
 dlib = pytest.importorskip("dlib")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from opom_jax import evaluate as ev
+from opom_jax.eval import metrics
 
 
 def _unit(x):
@@ -34,8 +34,8 @@ def test_protection_matches_brute_force_protocol():
   clean = _unit(centres[identity] + 0.6 * rng.normal(size=(len(identity), 16)))
   probe = _unit(clean + 0.9 * rng.normal(size=clean.shape))
   distractors = _unit(rng.normal(size=(50, 16)))
-  res = ev.protection(probe, clean, identity, distractors)
-  for k in ev.KS:
+  res = metrics.protection(probe, clean, identity, distractors)
+  for k in metrics.KS:
     expected, pairs = _brute_force(probe, clean, identity, distractors, k)
     assert res.pooled[k] == pytest.approx(expected)
     assert res.pairs == pairs == 2 * 1 + 3 * 2 + 5 * 4 + 4 * 3
@@ -47,9 +47,9 @@ def test_clean_probes_are_found_and_far_probes_protected():
   identity = np.repeat(np.arange(3), 4)
   clean = _unit(np.eye(12, 32)[identity * 4] + 0.05 * rng.normal(size=(12, 32)))
   distractors = _unit(rng.normal(size=(40, 32)))
-  assert ev.protection(clean, clean, identity, distractors).pooled[1] == 0.0
+  assert metrics.protection(clean, clean, identity, distractors).pooled[1] == 0.0
   far = -clean  # the protected feature points away from everything of its person
-  assert ev.protection(far, clean, identity, distractors).pooled[10] == 1.0
+  assert metrics.protection(far, clean, identity, distractors).pooled[10] == 1.0
 
 
 def test_per_person_and_universality_variant():
@@ -58,7 +58,7 @@ def test_per_person_and_universality_variant():
   clean = _unit(rng.normal(size=(9, 8)))
   train_probe = _unit(rng.normal(size=(4, 8)))
   train_identity = np.array([0, 0, 1, 1])
-  res = ev.protection(train_probe, clean, identity, _unit(rng.normal(size=(20, 8))),
+  res = metrics.protection(train_probe, clean, identity, _unit(rng.normal(size=(20, 8))),
                       probe_identity=train_identity, exclude_same_index=False)
   assert res.pairs == 2 * 3 + 2 * 6  # every training probe x every clean test photo
   assert res.per_person[1].shape == (2,)
@@ -67,18 +67,18 @@ def test_per_person_and_universality_variant():
 def test_psnr_of_a_known_perturbation():
   clean = np.full((2, 4, 4, 3), 100, np.uint8)
   protected = clean + np.uint8(8)  # MSE 64 -> 10 log10(255^2 / 64)
-  assert ev.psnr(protected, clean) == pytest.approx(10 * np.log10(255**2 / 64))
+  assert metrics.psnr(protected, clean) == pytest.approx(10 * np.log10(255**2 / 64))
 
 
 def test_pictures_are_written(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from opom_jax import report  # pylint: disable=g-import-not-at-top
+  from opom_jax.eval import figures  # pylint: disable=g-import-not-at-top
   rows = [{"method": m, "target": t, "protect@1": v}
           for (m, t, v) in [("clean", "a", 0.0), ("convex_hull", "a", 0.9), ("convex_hull", "b", 0.4)]]
-  chart = report.protection_chart(rows, tmp_path / "chart.png")
+  chart = figures.protection_chart(rows, tmp_path / "chart.png")
   clean = np.full((2, 112, 112, 3), 128, np.uint8)
   masks = {"convex_hull": np.full((2, 112, 112, 3), 8.0, np.float32)}
-  grid = report.mask_grid(clean, masks, 8.0, tmp_path / "grid.png")
+  grid = figures.mask_grid(clean, masks, 8.0, tmp_path / "grid.png")
   for path in (chart, grid):
     image = np.asarray(Image.open(path).convert("RGB"))
     assert image.shape[0] > 100 and image.shape[1] > 100

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from opom_jax.models import iresnet
+from opom_jax.models.networks import iresnet
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

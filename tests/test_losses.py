@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from opom_jax import losses
+from opom_jax.attack import losses
 
 
 
@@ -50,7 +50,7 @@ def test_formulas_match_the_reference_definitions():
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_padded_photos_change_nothing(name):
   adv, clean = _features(1)
-  fn = losses.get_loss(name)
+  fn = losses.LOSSES.get(name)
   valid = np.ones(len(adv), bool)
   rng = np.random.default_rng(5)
   pad_adv = np.concatenate([adv, rng.normal(size=(3, adv.shape[1]))])
@@ -78,7 +78,7 @@ def test_convex_hull_warms_up_with_the_class_centre():
 def test_hull_loss_is_the_true_distance_and_its_gradient(name, affine):
   adv, clean = _features(3, n=5, d=12)
   valid = np.ones(len(adv), bool)
-  fn = lambda a: losses.get_loss(name)(a, clean, valid, 10, nter=0)
+  fn = lambda a: losses.LOSSES.get(name)(a, clean, valid, 10, nter=0)
   c = _unit(clean)
 
   def true_loss(a):
@@ -97,4 +97,4 @@ def test_hull_loss_is_the_true_distance_and_its_gradient(name, affine):
 
 def test_unknown_loss_names_the_choices():
   with pytest.raises(KeyError, match="convex_hull"):
-    losses.get_loss("convex")
+    losses.LOSSES.get("convex")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
-from opom_jax.models import base, onnx_import
+from opom_jax.models import base
+from opom_jax.models.importers import onnx_import
 from opom_jax.runtimes import onnx_runtime
 
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld",

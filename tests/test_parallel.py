@@ -12,11 +12,11 @@ import sys
 import jax
 import numpy as np
 from opom_jax import attack
-from opom_jax.masks import learn_masks
-from opom_jax.models import registry
+from opom_jax.run.learn import learn_masks
+from opom_jax.models import zoo
 assert jax.device_count() == 8, jax.devices()
 data = np.load(sys.argv[1])
-s = registry.load_surrogate("foamliu_mbf")
+s = zoo.load_surrogate("foamliu_mbf")
 cfg = attack.AttackConfig(loss="convex_hull", iters=4, nter=2)
 run = lambda devices, ppb: learn_masks([s.apply], (s.params,), data["images"], data["valid"], cfg,
                                        devices=devices, people_per_batch=ppb, log=lambda _: None)

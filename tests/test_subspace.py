@@ -1,4 +1,4 @@
-"""opom_jax.subspace against cvxpy (CLARABEL, tight tolerances, float64).
+"""opom_jax.attack.subspace against cvxpy (CLARABEL, tight tolerances, float64).
 
 Objectives are compared as ||w @ A - y||^2 evaluated in float64 from each
 solver's weights, on float32-representable data. Tolerance: 1e-6 relative
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from opom_jax import paths, subspace
+from opom_jax import paths
+from opom_jax.attack import subspace
 
 ATOL32, ATOL64, RTOL = 5e-8, 1e-12, 1e-6
 

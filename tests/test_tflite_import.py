@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
-from opom_jax.models import tflite_import
+from opom_jax.models.importers import tflite_import
 from opom_jax.runtimes import litert_runtime
 
 N_FACES = 16

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
-from opom_jax.models import edgeface, torch_reader
-from opom_jax.models import xiaoccer_mobilefacenet as xiaoccer
+from opom_jax.models.networks import edgeface
+from opom_jax.models.importers import torch_reader
+from opom_jax.models.networks import xiaoccer_mobilefacenet as xiaoccer
 
 EDGEFACE = "edgeface_xs_q.pt"
 XIAOCCER = "xiaoccer_mobilefacenet_casia.ckpt"

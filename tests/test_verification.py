@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
-from opom_jax import verification
-from opom_jax.models import registry
+from opom_jax.eval import verification
+from opom_jax.models import zoo
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_real_pairs_foamliu(pairs, lfw_root, tmp_path):
   again = verification.load_pair_faces(sub, lfw_root, cache)   # read back, no aligning
   np.testing.assert_array_equal(again.crops, faces.crops)
   np.testing.assert_array_equal(again.fallback, faces.fallback)
-  result = verification.verify(registry.load_target("jax:foamliu_mbf").embed, faces, sub)
+  result = verification.verify(zoo.load_target("jax:foamliu_mbf").embed, faces, sub)
   assert result.num_pairs == 240
   assert result.mean >= 0.97, result.folds.accuracies
   same, diff = result.scores[sub.same], result.scores[~sub.same]
@@ -130,7 +130,7 @@ def test_listing_prints_one_lfw_line_per_model(tmp_path):
   out = subprocess.run([sys.executable, "-m", "experiments.models", f"--accuracy_file={acc}"],
                        cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=120, check=True)
   lines = [l for l in out.stdout.splitlines() if " lfw=" in l]
-  assert sorted(l.split()[0] for l in lines) == sorted(registry.surrogate_names())
+  assert sorted(l.split()[0] for l in lines) == sorted(zoo.surrogate_names())
   foamliu = next(l for l in lines if l.startswith("foamliu_mbf"))
   assert "lfw=99.42" in foamliu and "runtime_lfw=99.40" in foamliu
   assert all("lfw=n/a" in l for l in lines if l.startswith("iresnet"))

@@ -27,7 +27,7 @@ import warnings
 import dlib
 import numpy as np
 
-from opom_jax.models import dlib_resnet
+from opom_jax.models.networks import dlib_resnet
 
 CANVAS = 224
 UPSAMPLES = (1, 2)

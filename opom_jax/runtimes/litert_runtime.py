@@ -12,7 +12,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from opom_jax import paths
-from opom_jax.models import tflite_import
+from opom_jax.models.importers import tflite_import
 
 
 class LiteRtTarget:

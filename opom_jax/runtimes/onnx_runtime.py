@@ -22,7 +22,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from opom_jax import paths
-from opom_jax.models import onnx_import
+from opom_jax.models.importers import onnx_import
 
 INTRA_OP_THREADS = 2
 

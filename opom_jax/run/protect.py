@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from opom_jax import attack
-from opom_jax.masks import learn_masks, progress_log
+from opom_jax.run.learn import learn_masks, progress_log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ def protect_folder(photos_dir, output_dir, *, surrogate_names=("foamliu_mbf",), 
                    cfg: attack.AttackConfig = attack.AttackConfig(), max_train: int = 10,
                    seed: int = 0, log=None) -> ProtectResult:
   from opom_jax.data import align, faces  # pylint: disable=g-import-not-at-top  (dlib)
-  from opom_jax.models import registry  # pylint: disable=g-import-not-at-top
+  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
   log = log or progress_log
   photos_dir, output_dir = pathlib.Path(photos_dir), pathlib.Path(output_dir)
   if not photos_dir.is_dir():
@@ -52,7 +52,7 @@ def protect_folder(photos_dir, output_dir, *, surrogate_names=("foamliu_mbf",), 
     raise ValueError(f"no photo in {photos_dir} has a usable face; nothing to protect")
   log(f"{len(aligned)} faces aligned; learning the mask from {min(max_train, len(aligned))} of them")
   train = np.stack([a.crop for _, _, a in aligned[:max_train]]).astype(np.float32)[None]
-  surrogates = [registry.load_surrogate(n, model_root) for n in surrogate_names]
+  surrogates = [zoo.load_surrogate(n, model_root) for n in surrogate_names]
   mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
                      np.ones(train.shape[:2], bool), cfg, seed=seed, log=log)[0]
   output_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import dataclasses
 import json
 import pathlib
 
-from opom_jax.attack import AttackConfig
+from opom_jax.attack.config import AttackConfig
 
 
 @dataclasses.dataclass(frozen=True)

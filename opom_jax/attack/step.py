@@ -7,45 +7,15 @@ data set. Pixel units are 0..255 throughout.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from opom_jax import losses, update_rules
-from opom_jax.diversity import input_diversity
-
-
-@dataclasses.dataclass(frozen=True)
-class AttackConfig:
-  loss: str = "convex_hull"
-  rule: str = "base"
-  eps: float = 8.0
-  step_size: float = 1.0
-  iters: int = 16
-  nter: int = 5
-  lower: float = 0.0
-  upper: float = 1.0
-  dropout_rate: float = 0.0       # DFANet; the reference's transfer setting uses 0.1
-  diversity_prob: float = 0.0     # input diversity: random resize-and-pad
-  random_start: bool = True
-
-  def validate(self):
-    losses.get_loss(self.loss)
-    update_rules.get_rule(self.rule)
-    checks = {
-        "eps": self.eps > 0, "step_size": self.step_size > 0,
-        "iters": self.iters > 0, "nter": self.nter >= 0,
-        "dropout_rate": 0.0 <= self.dropout_rate < 1.0,
-        "diversity_prob": 0.0 <= self.diversity_prob <= 1.0,
-        "lower": self.lower <= self.upper, "upper": 0.0 < self.upper <= 1.0,
-    }
-    for name, ok in checks.items():
-      if not ok:
-        raise ValueError(f"invalid attack setting {name}={getattr(self, name)!r}")
-    return self
+from opom_jax.attack import losses
+from opom_jax.attack import update_rules
+from opom_jax.attack.transforms import input_diversity
 
 
 # (apply, params) of one surrogate: apply(params, x, dropout_rate=, rng=) -> (N, d).
@@ -72,8 +42,8 @@ def make_attack(applies: Sequence[SurrogateFn], cfg: AttackConfig):
   there are several: the mean of their losses).
   """
   cfg.validate()
-  loss_fn = losses.get_loss(cfg.loss)
-  rule = update_rules.get_rule(cfg.rule)
+  loss_fn = losses.LOSSES.get(cfg.loss)
+  rule = update_rules.RULES.get(cfg.rule)
   applies = tuple(applies)
 
   def features(params, x, key):

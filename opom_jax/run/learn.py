@@ -14,12 +14,11 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from opom_jax import attack, parallel
-from opom_jax.checkpoint import AttackCheckpointer
+from opom_jax import attack
+from opom_jax.run import sharding
+from opom_jax.run.checkpoint import AttackCheckpointer
+from opom_jax.run.log import progress_log
 
-
-def progress_log(message: str) -> None:
-  print(message, flush=True)  # flushed: long runs are often redirected to a file
 
 
 def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
@@ -36,11 +35,11 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
   images = np.asarray(images, np.float32)
   valid = np.asarray(valid, bool)
   num_people = len(images)
-  mesh = parallel.make_mesh(devices)
-  batch = parallel.padded_batch(min(people_per_batch, num_people), mesh)
+  mesh = sharding.make_mesh(devices)
+  batch = sharding.padded_batch(min(people_per_batch, num_people), mesh)
   init, step = attack.make_attack(applies, cfg)
   init, step = jax.jit(init), jax.jit(step, donate_argnums=0)
-  params = parallel.replicate(params, mesh)
+  params = sharding.replicate(params, mesh)
   workdir = pathlib.Path(workdir) if workdir else None
   if workdir:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -56,9 +55,9 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
       log(f"[{cfg.loss}] batch {b + 1}/{num_batches}: reused {done_file.name}")
       continue
     ids = np.arange(lo, lo + batch)  # padded people get keys too; their masks are dropped
-    x = parallel.shard_people(parallel.pad_people(images[lo:hi], batch), mesh)
-    v = parallel.shard_people(parallel.pad_people(valid[lo:hi], batch), mesh)
-    keys = parallel.shard_people(attack.identity_keys(seed, ids), mesh)
+    x = sharding.shard_people(sharding.pad_people(images[lo:hi], batch), mesh)
+    v = sharding.shard_people(sharding.pad_people(valid[lo:hi], batch), mesh)
+    keys = sharding.shard_people(attack.identity_keys(seed, ids), mesh)
     state = init(x, v, keys, params)
     ckpt = AttackCheckpointer(workdir / f"ckpt_{b:05d}") if workdir and checkpoint_every else None
     if ckpt and ckpt.latest_step() is not None:

@@ -16,8 +16,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from opom_jax import subspace
+from opom_jax.attack import subspace
 from opom_jax.models.base import l2_normalize
+from opom_jax.registry import Registry
 
 LossFn = Callable[..., jax.Array]
 
@@ -80,16 +81,10 @@ def convex_hull(adv, clean, valid, step, *, lower=0.0, upper=1.0, nter=5):
   return jnp.where(step < nter, center, hull)
 
 
-LOSSES: dict[str, LossFn] = {
+LOSSES: Registry[LossFn] = Registry("loss", {
     "fi_uap": fi_uap,
     "fi_uap_plus": fi_uap_plus,
     "class_center": class_center,
     "affine_hull": affine_hull,
     "convex_hull": convex_hull,
-}
-
-
-def get_loss(name: str) -> LossFn:
-  if name not in LOSSES:
-    raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-  return LOSSES[name]
+})

@@ -11,10 +11,10 @@ import importlib
 from typing import Callable
 
 import jax
-import numpy as np
 
 from opom_jax import paths
 from opom_jax.models.base import Surrogate
+from opom_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,32 +30,32 @@ class ZooEntry:
   runtime: str | None       # "module:function" taking model_root, or None
 
 
-ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+ZOO: Registry[ZooEntry] = Registry("model", {e.name: e for e in [
     ZooEntry("foamliu_mbf", "MobileFaceNet (ReLU6), ONNX", 128, "MS1M-refined", "ArcFace", 99.48,
-             "foamliu_mobilefacenet.onnx", "opom_jax.models.onnx_import:load_foamliu",
+             "foamliu_mobilefacenet.onnx", "opom_jax.models.importers.onnx_import:load_foamliu",
              "opom_jax.runtimes.onnx_runtime:foamliu_runtime"),
     # Published figures not in the model files: InsightFace's model zoo README (buffalo_sc
     # has buffalo_s's accuracy), and the EdgeFace paper's XS figure (none for int8 xs_q).
     ZooEntry("w600k_mbf", "MobileFaceNet w600k_mbf, ONNX int8", 512, "WebFace600K", "ArcFace", 99.70,
-             "insightface_w600k_mbf_int8.onnx", "opom_jax.models.onnx_import:load_w600k",
+             "insightface_w600k_mbf_int8.onnx", "opom_jax.models.importers.onnx_import:load_w600k",
              "opom_jax.runtimes.onnx_runtime:w600k_runtime"),
     ZooEntry("y1_mbf", "MobileFaceNet y1, TFLite fp32", 128, "MS1M-ArcFace", "ArcFace m=0.5", 99.47,
-             "insightface_mobilefacenet_y1_fp32.tflite", "opom_jax.models.tflite_import:load_y1",
+             "insightface_mobilefacenet_y1_fp32.tflite", "opom_jax.models.importers.tflite_import:load_y1",
              "opom_jax.runtimes.litert_runtime:y1_runtime"),
     ZooEntry("edgeface_xs", "EdgeFace-XS (EdgeNeXt x_small), qint8 Linear", 512, "WebFace12M",
-             "CosFace m=0.4", 99.73, "edgeface_xs_q.pt", "opom_jax.models.edgeface:load_edgeface", None),
+             "CosFace m=0.4", 99.73, "edgeface_xs_q.pt", "opom_jax.models.networks.edgeface:load_edgeface", None),
     # The authors evaluate LFW with the face and its mirror image concatenated (256-d);
     # the single-view 128-d output is kept as xiaoccer_mbf_128.
     ZooEntry("xiaoccer_mbf", "MobileFaceNet 112x96, image+mirror", 256, "CASIA-WebFace",
              "ArcFace m=0.5", 99.30, "xiaoccer_mobilefacenet_casia.ckpt",
-             "opom_jax.models.xiaoccer_mobilefacenet:load_xiaoccer_flip", None),
+             "opom_jax.models.networks.xiaoccer_mobilefacenet:load_xiaoccer_flip", None),
     ZooEntry("xiaoccer_mbf_128", "MobileFaceNet 112x96, single view", 128, "CASIA-WebFace",
              "ArcFace m=0.5", 99.30, "xiaoccer_mobilefacenet_casia.ckpt",
-             "opom_jax.models.xiaoccer_mobilefacenet:load_xiaoccer", None),
+             "opom_jax.models.networks.xiaoccer_mobilefacenet:load_xiaoccer", None),
     ZooEntry("dlib_resnet", "dlib ResNet-34 style", 128, "~3M faces", "metric (triplet-like)", 99.38,
-             None, "opom_jax.models.dlib_resnet:load_dlib",
+             None, "opom_jax.models.networks.dlib_resnet:load_dlib",
              "opom_jax.runtimes.dlib_runtime:dlib_runtime"),
-]}
+]})
 
 
 def _resolve(spec: str) -> Callable:
@@ -77,13 +77,11 @@ def surrogate_names() -> list[str]:
 
 
 def get_entry(name: str) -> ZooEntry:
-  if name not in ZOO:
-    raise KeyError(f"unknown model {name!r}; the zoo has {names()}")
-  return ZOO[name]
+  return ZOO.get(name)
 
 
 def _load_iresnet(name: str) -> Surrogate:
-  from opom_jax.models import iresnet  # pylint: disable=g-import-not-at-top
+  from opom_jax.models.networks import iresnet  # pylint: disable=g-import-not-at-top
   arch, _, ckpt = name.partition("@")
   depth = IRESNETS[arch]
   if ckpt:
@@ -102,30 +100,10 @@ def load_surrogate(name: str, model_root=None) -> Surrogate:
   return Surrogate(name=name, params=params, apply=apply, emb_dim=entry.emb_dim)
 
 
-class JaxTarget:
-  """A zoo surrogate used as a black box (for models with no runtime here)."""
-
-  def __init__(self, surrogate: Surrogate, batch_size: int = 32):
-    self.name = f"jax:{surrogate.name}"
-    self._surrogate = surrogate
-    self._batch = batch_size
-    self._embed = jax.jit(lambda p, x: surrogate.apply(p, x))
-
-  def embed(self, images: np.ndarray) -> np.ndarray:
-    out = []
-    for start in range(0, len(images), self._batch):
-      chunk = np.asarray(images[start:start + self._batch], np.float32)
-      n = len(chunk)
-      if n < self._batch:  # fixed shape: one compiled program
-        chunk = np.concatenate([chunk, np.zeros((self._batch - n,) + chunk.shape[1:], np.float32)])
-      out.append(np.asarray(self._embed(self._surrogate.params, chunk))[:n])
-    feats = np.concatenate(out) if out else np.zeros((0, self._surrogate.emb_dim), np.float32)
-    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-
-
 def load_target(name: str, model_root=None):
   """`<zoo name>` runs the model's own runtime; `jax:<zoo name>` runs the JAX import."""
   if name.startswith("jax:"):
+    from opom_jax.runtimes.jax_runtime import JaxTarget  # pylint: disable=g-import-not-at-top
     return JaxTarget(load_surrogate(name[4:], model_root))
   entry = get_entry(name)
   if entry.runtime is None:

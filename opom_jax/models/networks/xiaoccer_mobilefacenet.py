@@ -38,7 +38,7 @@ import numpy as np
 
 from opom_jax.models import base
 from opom_jax.models import ops
-from opom_jax.models import torch_reader
+from opom_jax.models.importers import torch_reader
 
 EMB_DIM = 128
 # (expansion t, out channels c, repeats n, first stride s), from the authors' model.py.

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from opom_jax.registry import Registry
+
 
 def _masked_mean_over_photos(g, valid):
   m = valid.astype(g.dtype).reshape((-1,) + (1,) * (g.ndim - 1))
@@ -60,13 +62,7 @@ def transfer_rule(valid, step_size: float) -> optax.GradientTransformation:
                      sign(), optax.scale(step_size))
 
 
-RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
+RULES: Registry[Callable[..., optax.GradientTransformation]] = Registry("update rule", {
     "base": base_rule,
     "transfer": transfer_rule,
-}
-
-
-def get_rule(name: str):
-  if name not in RULES:
-    raise KeyError(f"unknown update rule {name!r}; choose one of {sorted(RULES)}")
-  return RULES[name]
+})

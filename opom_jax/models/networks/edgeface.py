@@ -30,7 +30,7 @@ import numpy as np
 
 from opom_jax.models import base
 from opom_jax.models import ops
-from opom_jax.models import torch_reader
+from opom_jax.models.importers import torch_reader
 
 EMB_DIM = 512
 _DIMS = (32, 64, 100, 192)

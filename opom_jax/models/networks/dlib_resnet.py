@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opom_jax.models import base
-from opom_jax.models import dlib_dat
+from opom_jax.models.importers import dlib_dat
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

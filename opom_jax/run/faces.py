@@ -1,0 +1,42 @@
+"""The aligned faces of a run's data set, as arrays grouped by role and person."""
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+
+from opom_jax.run.config import RunConfig
+from opom_jax.run.log import Log, progress_log
+
+
+def load_faces(cfg: RunConfig, log: Log = None) -> dict:
+  from opom_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top  (dlib, tfds)
+  log = log or progress_log
+  d = cfg.data
+  root = pathlib.Path(d.data_root) / d.dataset
+  log(f"faces: aligning or reading the cached crops of {root} in {d.cache_dir}")
+  t0 = time.time()
+  faces = tfds_builder.load_split(
+      root, d.cache_dir, n_train=d.n_train, min_photos=d.min_photos,
+      max_people=None if d.people else d.max_people, people=list(d.people) or None,
+      include_distractors=True,
+      max_distractors=None if d.max_distractors < 0 else d.max_distractors)
+  counts = {role: len(v["images"]) for role, v in faces.items()}
+  log(f"faces: {counts} in {time.time() - t0:.0f}s")
+  if not counts.get("train"):
+    raise ValueError(f"no eligible people in {root} (need >= {d.min_photos} photos each)")
+  return faces
+
+
+def stack_by_identity(split: dict, num_people: int):
+  """(P, N, 112, 112, 3) float32 images and (P, N) validity, N = most photos of anyone."""
+  ident = split["identity"]
+  n = max(1, max((int(np.sum(ident == p)) for p in range(num_people)), default=1))
+  images = np.zeros((num_people, n) + split["images"].shape[1:], np.float32)
+  valid = np.zeros((num_people, n), bool)
+  for p in range(num_people):
+    rows = np.flatnonzero(ident == p)
+    images[p, :len(rows)] = split["images"][rows]
+    valid[p, :len(rows)] = True
+  return images, valid
