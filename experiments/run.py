@@ -2,17 +2,15 @@ r"""Generate, then evaluate: the main job.
 
   python -m experiments.run --flagfile configs/lfw_quick.flags --workdir runs/lfw_quick
 """
-from absl import app
-
-from experiments import flags as run_flags
+from experiments import flags
+from experiments import run_flags
 from opom_jax.run import evaluate
 from opom_jax.run import faces as faces_lib
 from opom_jax.run import generate
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   cfg = run_flags.build_config()
   faces = faces_lib.load_faces(cfg)
   generate.generate(cfg, faces=faces)
@@ -20,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  run_flags.run(main)
+  flags.run(main)

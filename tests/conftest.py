@@ -11,7 +11,10 @@ LFW_PEOPLE = ("Abdullah_Gul", "Alvaro_Uribe", "Angelina_Jolie")
 
 @pytest.fixture(scope="session")
 def lfw_root() -> pathlib.Path:
-  return paths.data_root() / "lfw-deepfunneled"
+  """The shared LFW copy; a missing one fails the tests that need it, never skips them."""
+  root = paths.data_root() / "lfw-deepfunneled"
+  assert root.is_dir(), f"LFW not found at {root}: set OPOM_DATA_ROOT"
+  return root
 
 
 @pytest.fixture(scope="session")

@@ -1,43 +1,108 @@
 """The universal-mask attack on real faces with the real foamliu surrogate."""
-import dataclasses
-
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from opom_jax import attack
+from opom_jax.attack import losses
 from opom_jax.attack import update_rules
 from opom_jax.run.learn import learn_masks
 
 
+# Abdullah_Gul: photos 0-2 teach the mask, 3-4 are held out. Alvaro_Uribe and
+# Angelina_Jolie are the padding test's people.
+TRAIN, HELD_OUT = slice(0, 3), slice(3, 5)
+# One attack setting for the learning tests, so that they share compiled programs;
+# no random start, so that one person's mask does not depend on their batch slot.
+LEARN = attack.AttackConfig(loss="convex_hull", iters=6, nter=2, random_start=False)
+
+
 def _batch(aligned, people, photos):
-  images = np.stack([aligned[p][:photos] for p in people]).astype(np.float32)
+  images = np.stack([aligned[p][photos] for p in people]).astype(np.float32)
   return images, np.ones(images.shape[:2], bool)
 
 
-def _cosines(surrogate, clean, protected):
-  a = np.asarray(surrogate.embed(clean))
-  b = np.asarray(surrogate.embed(protected))
-  return np.sum(a * b, axis=-1)
+@pytest.fixture(scope="module")
+def embed(foamliu):
+  """Compiled raw foamliu forward, shared by every test here (4-photo batches)."""
+  return jax.jit(lambda v: foamliu.apply(foamliu.params, v))
 
 
-@pytest.mark.parametrize("loss", ["fi_uap", "convex_hull"])
-def test_base_rule_learns_a_universal_mask_that_moves_features(aligned_lfw, foamliu, loss):
-  images, valid = _batch(aligned_lfw, ["Abdullah_Gul"], 4)
-  cfg = attack.AttackConfig(loss=loss, iters=6, nter=2)
-  masks = learn_masks([foamliu.apply], (foamliu.params,), images, valid, cfg, log=lambda _: None)
+def _unit(e):
+  e = np.asarray(e, np.float64)
+  return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+
+def _cosines(embed, clean, other):
+  e = _unit(embed(np.concatenate([clean, other]).astype(np.float32)))
+  return np.sum(e[:len(clean)] * e[len(clean):], axis=-1)
+
+
+def _learn(foamliu, images, valid, people_per_batch=10):
+  return learn_masks([foamliu.apply], (foamliu.params,), images, valid, LEARN,
+                     people_per_batch=people_per_batch, log=lambda _: None)
+
+
+def test_base_rule_learns_a_universal_mask_that_moves_features(aligned_lfw, foamliu, embed):
+  images, valid = _batch(aligned_lfw, ["Abdullah_Gul"], TRAIN)
+  masks = _learn(foamliu, images, valid)
   assert masks.shape == (1, 112, 112, 3)
-  assert np.abs(masks).max() <= cfg.eps + 1e-5
-  # Sign steps of size 1 from a random start: the mask uses most of the budget.
+  assert np.abs(masks).max() <= LEARN.eps + 1e-5
+  # 6 sign steps of size 1 (the warm-up, then the hull): the mask uses the budget.
   assert np.mean(np.abs(masks)) > 2.0
   # Held-out photos of the same person (never seen while learning) move away too.
-  held_out = aligned_lfw["Abdullah_Gul"][4:6]
-  protected = attack.apply_mask(held_out, masks[0])
+  held_out = aligned_lfw["Abdullah_Gul"][HELD_OUT]
+  protected = np.asarray(attack.apply_mask(held_out, masks[0]))
   noise = np.random.default_rng(0).uniform(-8, 8, held_out.shape)
   noisy = np.clip(held_out + noise, 0, 255).astype(np.uint8)
-  cos_mask = _cosines(foamliu, held_out.astype(np.float32), np.asarray(protected, np.float32))
-  cos_noise = _cosines(foamliu, held_out.astype(np.float32), noisy.astype(np.float32))
+  cos_mask = _cosines(embed, held_out, protected)
+  cos_noise = _cosines(embed, held_out, noisy)
   assert np.all(cos_mask < cos_noise - 0.1), (cos_mask, cos_noise)
+
+
+@pytest.fixture(scope="module")
+def signed_step_setup(aligned_lfw, foamliu, embed):
+  """4 photos of one person from a random start inside eps, and two compiled programs.
+
+  The image gradient of loss(f(x)) is J_f(x)^T grad_loss(f(x)): one compiled
+  forward and one compiled vector-Jacobian product serve every loss.
+  """
+  images = aligned_lfw["Abdullah_Gul"][:4].astype(np.float32)
+  rng = np.random.default_rng(3)
+  x = np.clip(images + rng.uniform(-8, 8, images.shape), 0, 255).astype(np.float32)
+  raw = lambda v: foamliu.apply(foamliu.params, v)
+  image_grad = jax.jit(lambda v, cotangent: jax.vjp(raw, v)[1](cotangent)[0])
+  return x, embed(images), embed, image_grad
+
+
+# Past the convex hull's class-centre warm-up, so that the hull itself is tested.
+PAST_WARM_UP = dict(step=10, nter=5)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES.names())
+def test_a_signed_step_ascends_every_loss(signed_step_setup, name):
+  """The attack maximises: +sign(grad) raises the loss, -sign(grad) lowers it.
+
+  Both for the per-photo sign and for the universal mask's sign of the summed
+  gradient (the base update rule), on real foamliu features of real faces.
+  """
+  x, clean, embed, image_grad = signed_step_setup
+  valid = np.ones(len(x), bool)
+  loss = jax.jit(lambda adv: losses.LOSSES.get(name)(
+      adv, clean, valid, PAST_WARM_UP["step"], nter=PAST_WARM_UP["nter"]))
+  value, feature_grad = jax.value_and_grad(loss)(embed(x))
+  g = np.asarray(image_grad(x, feature_grad))
+  assert np.isfinite(g).all() and np.abs(g).max() > 0
+  full = attack.AttackConfig().step_size
+  # The distances are quadratic around a minimum only a few levels away from
+  # the random start: a full step down can overshoot it, so the two-sided,
+  # first-order check uses a quarter step.
+  for direction in (np.sign(g), np.broadcast_to(np.sign(g.sum(0)), g.shape)):
+    assert loss(embed(x + full * direction)) > value, name
+    up = loss(embed(x + full / 4 * direction))
+    down = loss(embed(x - full / 4 * direction))
+    assert down < value < up, (name, down, value, up)
 
 
 def test_update_rules_reproduce_the_reference_steps():
@@ -70,13 +135,10 @@ def test_projection_is_the_clipped_mean_perturbation():
 
 def test_padding_people_and_photos_does_not_change_masks(aligned_lfw, foamliu):
   """One compiled program for people with different photo counts: padding is inert."""
-  cfg = attack.AttackConfig(loss="class_center", iters=3, random_start=False)
-  run = lambda imgs, v, ppb: learn_masks([foamliu.apply], (foamliu.params,), imgs, v, cfg,
-                                         people_per_batch=ppb, log=lambda _: None)
-  images, valid = _batch(aligned_lfw, ["Alvaro_Uribe", "Angelina_Jolie"], 4)
+  images, valid = _batch(aligned_lfw, ["Alvaro_Uribe", "Angelina_Jolie"], slice(0, 4))
   valid[1, 3] = False
-  alone = run(images[1:, :3], valid[1:, :3], 1)
-  together = run(images, valid, 3)  # padded to 3 people, 4 photos each
+  alone = _learn(foamliu, images[1:, :3], valid[1:, :3], 1)  # the first test's program
+  together = _learn(foamliu, images, valid, 3)  # padded to 3 people, 4 photos each
   np.testing.assert_allclose(together[1], alone[0], atol=1e-3)
   assert not np.allclose(together[0], together[1])
 

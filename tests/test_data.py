@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from opom_jax import paths
 from opom_jax.data import align
 from opom_jax.data import faces
 from opom_jax.data import splits
@@ -27,33 +26,25 @@ REFERENCE_PEOPLE = [
 
 
 @pytest.fixture(scope="module")
-def lfw():
-  root = paths.data_root() / "lfw-deepfunneled"
-  if not root.is_dir():
-    pytest.skip(f"LFW not found at {root}")
-  return root
-
-
-@pytest.fixture(scope="module")
-def tiny_root(lfw, tmp_path_factory):
+def tiny_root(lfw_root, tmp_path_factory):
   """2 protected people (one with bad files), 2 distractors, junk."""
   root = tmp_path_factory.mktemp("faces") / "root"
   gul = root / "Abdullah_Gul"
   gul.mkdir(parents=True)
   for i in range(1, 5):
     name = f"Abdullah_Gul_{i:04d}.jpg"
-    os.symlink(lfw / "Abdullah_Gul" / name, gul / name)
+    os.symlink(lfw_root / "Abdullah_Gul" / name, gul / name)
   bad = root / "Bad_Person"
   bad.mkdir()
   (bad / "Bad_Person_0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
   Image.fromarray(np.full((250, 250, 3), 128, np.uint8)).save(
       bad / "Bad_Person_0002.png")
-  shutil.copy(lfw / "Angelina_Jolie" / "Angelina_Jolie_0001.jpg",
+  shutil.copy(lfw_root / "Angelina_Jolie" / "Angelina_Jolie_0001.jpg",
               bad / "Bad_Person_0003.jpg")
   (bad / "notes.txt").write_text("not a photo")
   for person in ("Aaron_Eckhart", "Aaron_Guiel"):
     (root / person).mkdir()
-    os.symlink(lfw / person / f"{person}_0001.jpg",
+    os.symlink(lfw_root / person / f"{person}_0001.jpg",
                root / person / f"{person}_0001.jpg")
   return root
 
@@ -72,9 +63,9 @@ def test_umeyama_recovers_a_similarity():
   np.testing.assert_allclose(m[:, 2], shift, atol=1e-7)
 
 
-def test_alignment_puts_the_face_on_the_template(lfw):
+def test_alignment_puts_the_face_on_the_template(lfw_root):
   for name in ("Abdullah_Gul_0001.jpg", "Abdullah_Gul_0002.jpg"):
-    img = align.read_rgb(lfw / "Abdullah_Gul" / name)
+    img = align.read_rgb(lfw_root / "Abdullah_Gul" / name)
     points = align.detect_landmarks(img)
     assert points[0, 0] < points[1, 0], "eye with the smaller x comes first"
     crop, m = align.align_face(img, points)
@@ -97,8 +88,8 @@ def test_alignment_puts_the_face_on_the_template(lfw):
     assert np.abs(again - align.ARCFACE_TEMPLATE).max() < 12.0
 
 
-def test_greyscale_photo_reads_as_rgb(tmp_path, lfw):
-  grey = np.asarray(Image.open(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")
+def test_greyscale_photo_reads_as_rgb(tmp_path, lfw_root):
+  grey = np.asarray(Image.open(lfw_root / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")
                     .convert("L"))
   Image.fromarray(grey).save(tmp_path / "g.pgm")
   img = align.read_rgb(tmp_path / "g.pgm")
@@ -107,8 +98,8 @@ def test_greyscale_photo_reads_as_rgb(tmp_path, lfw):
   np.testing.assert_array_equal(img[..., 2], grey)
 
 
-def test_lfw_split_follows_the_reference_protocol(lfw):
-  listing = splits.list_identities(lfw)
+def test_lfw_split_follows_the_reference_protocol(lfw_root):
+  listing = splits.list_identities(lfw_root)
   people = splits.select_people(listing.photos, max_people=10)
   assert people == REFERENCE_PEOPLE
   assert len(splits.select_distractors(listing.photos, exclude=people)) == 4069
@@ -128,8 +119,8 @@ def test_lfw_split_follows_the_reference_protocol(lfw):
   assert roles.count("train") == 9 and roles.count("test") == 5
 
 
-def test_split_rejects_people_below_min_photos(lfw):
-  listing = splits.list_identities(lfw)
+def test_split_rejects_people_below_min_photos(lfw_root):
+  listing = splits.list_identities(lfw_root)
   with pytest.raises(ValueError, match="Aaron_Eckhart"):
     splits.make_split(listing.photos, names=["Aaron_Eckhart"])
 
@@ -206,8 +197,8 @@ def test_tfds_round_trip_without_tensorflow(tiny_root, tmp_path):
   assert "tensorflow" not in sys.modules
 
 
-def test_paste_back_round_trip(lfw):
-  img = align.read_rgb(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")
+def test_paste_back_round_trip(lfw_root):
+  img = align.read_rgb(lfw_root / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")
   # Keep away from 0 and 255 so that no clipping hides the comparison.
   img = (img * 0.9 + 12).astype(np.uint8)
   face = align.align_image(img)
@@ -237,13 +228,13 @@ def test_paste_back_round_trip(lfw):
   assert np.abs(from_crop.astype(int) - protected.astype(int)).max() <= 2
 
 
-def test_tfds_refuses_a_split_with_no_face(lfw, tmp_path):
+def test_tfds_refuses_a_split_with_no_face(lfw_root, tmp_path):
   person = tmp_path / "root" / "Nobody"
   person.mkdir(parents=True)
   for i in (1, 2):
     Image.fromarray(np.full((120, 120, 3), 40 * i, np.uint8)).save(
         person / f"Nobody_{i:04d}.png")
-  os.symlink(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg",
+  os.symlink(lfw_root / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg",
              person / "Nobody_0003.jpg")
   with pytest.raises(ValueError, match="none of the 2 'train' photos"):
     tfds_builder.prepare(tmp_path / "root", tmp_path / "tfds", **TINY)

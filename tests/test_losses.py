@@ -1,4 +1,6 @@
 """The attack's losses: formulas, padding, the convex-hull warm-up, and envelope gradients (cvxpy oracle)."""
+import functools
+
 import cvxpy as cp
 import jax
 import jax.numpy as jnp
@@ -6,7 +8,6 @@ import numpy as np
 import pytest
 
 from opom_jax.attack import losses
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -19,6 +20,12 @@ def float64():
 
 def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@functools.cache
+def _value_and_grad(name):
+  """Compiled once per loss: the hull solvers' loops run op by op for tens of seconds otherwise."""
+  return jax.jit(jax.value_and_grad(losses.LOSSES.get(name)))
 
 
 def _features(seed, n=6, d=24):
@@ -50,15 +57,14 @@ def test_formulas_match_the_reference_definitions():
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_padded_photos_change_nothing(name):
   adv, clean = _features(1)
-  fn = losses.LOSSES.get(name)
   valid = np.ones(len(adv), bool)
   rng = np.random.default_rng(5)
   pad_adv = np.concatenate([adv, rng.normal(size=(3, adv.shape[1]))])
   pad_clean = np.concatenate([clean, rng.normal(size=(3, adv.shape[1]))])
   pad_valid = np.concatenate([valid, np.zeros(3, bool)])
   step = 7  # past the convex hull's warm-up
-  value, grad = jax.value_and_grad(fn)(adv, clean, valid, step)
-  pvalue, pgrad = jax.value_and_grad(fn)(pad_adv, pad_clean, pad_valid, step)
+  value, grad = _value_and_grad(name)(adv, clean, valid, step)
+  pvalue, pgrad = _value_and_grad(name)(pad_adv, pad_clean, pad_valid, step)
   np.testing.assert_allclose(pvalue, value, rtol=1e-6)
   np.testing.assert_allclose(pgrad[:len(adv)], grad, rtol=1e-5, atol=1e-10)
   np.testing.assert_array_equal(pgrad[len(adv):], 0.0)
@@ -68,8 +74,9 @@ def test_convex_hull_warms_up_with_the_class_centre():
   adv, clean = _features(2)
   valid = np.ones(len(adv), bool)
   cc = losses.class_center(adv, clean, valid, 0)
-  assert losses.convex_hull(adv, clean, valid, 4, nter=5) == pytest.approx(cc)
-  after = losses.convex_hull(adv, clean, valid, 5, nter=5)
+  hull = _value_and_grad("convex_hull")  # nter=5 by default; the step is traced
+  assert hull(adv, clean, valid, 4)[0] == pytest.approx(cc)
+  after, _ = hull(adv, clean, valid, 5)
   # The hull contains the centre, so the distance to it is smaller.
   assert after < cc - 1e-6
 
@@ -85,8 +92,9 @@ def test_hull_loss_is_the_true_distance_and_its_gradient(name, affine):
     y = _unit(a)
     return np.mean([_hull_distance_cvxpy(c, yi, affine) for yi in y]) / y.shape[1]
 
-  assert fn(adv) == pytest.approx(true_loss(adv), rel=1e-6, abs=1e-12)
-  grad = np.asarray(jax.grad(fn)(adv))
+  value, grad = jax.jit(jax.value_and_grad(fn))(adv)
+  assert value == pytest.approx(true_loss(adv), rel=1e-6, abs=1e-12)
+  grad = np.asarray(grad)
   rng = np.random.default_rng(4)
   for _ in range(3):  # directional derivatives against finite differences of the cvxpy distance
     direction = rng.normal(size=adv.shape)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
+from opom_jax.data import align
 from opom_jax.models import base
 from opom_jax.models.importers import onnx_import
+from opom_jax.models.networks import onnx_mobilefacenets
 from opom_jax.runtimes import onnx_runtime
 
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld",
@@ -18,22 +20,20 @@ PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld",
 
 
 @pytest.fixture(scope="module")
-def faces():
-  from opom_jax.data import align  # pylint: disable=g-import-not-at-top
-  root = paths.data_root() / "lfw-deepfunneled"
-  crops = [align.align_file(root / person / f"{person}_{k:04d}.jpg").crop
+def faces(lfw_root):
+  crops = [align.align_file(lfw_root / person / f"{person}_{k:04d}.jpg").crop
            for person in PEOPLE for k in (1, 2)]
   return np.stack(crops)   # (16, 112, 112, 3) uint8
 
 
 @pytest.fixture(scope="module")
 def foamliu():
-  return onnx_import.load_foamliu()
+  return onnx_mobilefacenets.load_foamliu()
 
 
 @pytest.fixture(scope="module")
 def w600k():
-  return onnx_import.load_w600k()
+  return onnx_mobilefacenets.load_w600k()
 
 
 def _embed_fn(apply):
@@ -53,7 +53,7 @@ def test_foamliu_matches_onnxruntime_batched(faces, foamliu):
 
 
 def test_w600k_is_dequantised_float_graph():
-  ops = onnx_import.op_list(paths.model_file(onnx_import.W600K_FILE))
+  ops = onnx_import.op_list(paths.model_file(onnx_mobilefacenets.W600K_FILE))
   assert "FusedConv" in ops and "FusedMatMul" in ops
   assert not {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "Cast"} & set(ops)
 
@@ -109,7 +109,7 @@ def test_w600k_literal_quantised_mode_tracks_onnxruntime(faces):
   # dequantize=False runs DynamicQuantizeLinear / ConvInteger / MatMulInteger as
   # written; only rounding ties (XLA's division is not IEEE-exact) separate it
   # from onnxruntime, whose int8 chain then amplifies them.
-  params, apply = onnx_import.load_w600k(dequantize=False)
+  params, apply = onnx_mobilefacenets.load_w600k(dequantize=False)
   embed = _embed_fn(apply)
   ours = np.concatenate([np.asarray(embed(params, faces[i:i + 1].astype(np.float32)))
                          for i in range(3)])

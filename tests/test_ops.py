@@ -1,9 +1,14 @@
-"""The fast depthwise convolution equals XLA's grouped convolution, values and both gradients."""
+"""Shared model helpers: the fast depthwise convolution (values and both
+gradients equal XLA's grouped convolution), dropout, L2 normalisation and the
+canonical-batch check."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from opom_jax.models import base
 from opom_jax.models import ops
 
 
@@ -41,7 +46,6 @@ def test_pointwise_conv_is_a_channel_matmul():
 
 
 def test_dropout_mask_has_the_rate_and_fresh_keys_give_fresh_masks():
-  from opom_jax.models import base  # pylint: disable=g-import-not-at-top
   x = jnp.ones((8, 32, 32, 16))
   a = base.dropout(x, 0.1, jax.random.key(0)) == 0
   b = base.dropout(x, 0.1, jax.random.key(1)) == 0
@@ -51,3 +55,20 @@ def test_dropout_mask_has_the_rate_and_fresh_keys_give_fresh_masks():
   kept = base.dropout(x, 0.1, jax.random.key(0))
   assert float(kept.max()) == pytest.approx(1 / 0.9)  # inverted scaling keeps the mean
   assert base.dropout(x, 0.0, jax.random.key(0)) is x
+
+
+def test_l2_normalize_numpy_and_jax_agree():
+  v = np.array([[3.0, 4.0], [0.0, 0.0], [1e-20, 0.0]], np.float32)
+  want = np.array([[0.6, 0.8], [0.0, 0.0], [1e-8, 0.0]], np.float32)  # eps 1e-12 floors tiny norms
+  got = base.l2_normalize_np(v)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(base.l2_normalize(jnp.asarray(v)), want, rtol=1e-6)
+  np.testing.assert_allclose(base.l2_normalize_np(v.T, axis=0), want.T, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 112, 112), (2, 112, 96, 3), (112, 112, 3)])
+def test_check_canonical_names_the_model_and_the_shape(shape):
+  with pytest.raises(ValueError, match=r"^my_net: .* got shape " + re.escape(str(shape))):
+    base.check_canonical(np.zeros(shape), "my_net")
+  base.check_canonical(np.zeros((2, 112, 112, 3)), "my_net")

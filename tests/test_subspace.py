@@ -15,9 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from PIL import Image
 
-from opom_jax import paths
+from opom_jax.attack import capped_simplex_qp
 from opom_jax.attack import subspace
+from opom_jax.registry import UnknownNameError
+from opom_jax.runtimes import onnx_runtime
 
 ATOL32, ATOL64, RTOL = 5e-8, 1e-12, 1e-6
 
@@ -192,8 +195,8 @@ def test_point_inside_hull_has_distance_zero():
   proj = _hull(a, np.ones(6, bool), ys)
   assert obj(a, proj.weights, ys).max() < ATOL32
   assert np.abs(np.asarray(proj.point) - ys).max() < 1e-5
-  assert np.asarray(jax.jit(functools.partial(subspace.distance_sq, "affine_hull"))(
-      a, None, ys)).max() < 1e-8
+  aff = _affine(a, None, ys)
+  assert obj(a, aff.weights, ys).max() < ATOL32
 
 
 def test_infeasible_bounds_raise():
@@ -204,9 +207,11 @@ def test_infeasible_bounds_raise():
     subspace.project("convex_hull", a, valid, y, upper=0.3)  # 3 * 0.3 < 1
   with pytest.raises(ValueError, match="lower"):
     subspace.convex_hull(a, valid, y, lower=0.4)  # 3 * 0.4 > 1
-  with pytest.raises(ValueError, match="unknown kind"):
+  with pytest.raises(UnknownNameError, match="unknown subspace model 'hull'"):
     subspace.project("hull", a, valid, y)
-  subspace.check_bounds(valid, 0.0, 1 / 3)  # exactly 1: feasible
+  with pytest.raises(UnknownNameError, match="unknown subspace model"):
+    subspace.project_batch("hull", a[None], valid[None], y[None])
+  capped_simplex_qp.check_bounds(valid, 0.0, 1 / 3)  # exactly 1: feasible
 
 
 def test_capped_simplex_projection_is_exact():
@@ -214,7 +219,7 @@ def test_capped_simplex_projection_is_exact():
   for _ in range(5):
     v = rng.standard_normal(7) * 2
     lo, hi = np.full(7, 0.02), np.full(7, 0.3)
-    got = np.asarray(subspace.project_capped_simplex(
+    got = np.asarray(capped_simplex_qp.project_capped_simplex(
         jnp.asarray(v, jnp.float32), jnp.asarray(lo, jnp.float32),
         jnp.asarray(hi, jnp.float32)))
     x = cp.Variable(7)
@@ -224,13 +229,18 @@ def test_capped_simplex_projection_is_exact():
     np.testing.assert_allclose(got, x.value, atol=1e-6)
 
 
-def test_distance_sq_gradient():
+def test_distance_gradient_with_weights_held_fixed():
+  """The attack's losses differentiate ||w* @ A - y||^2 with w* held fixed."""
   rng = np.random.default_rng(10)
   a, _ = face_like(rng, 6, 24, 0)
   y = hard_samples(rng, a)[:2].astype(np.float64)
   a = a.astype(np.float64)
+
+  def loss(yy):
+    w = subspace.project("convex_hull", a, None, yy).weights
+    return jnp.sum((w @ a - yy) ** 2, -1).mean()
+
   with jax.enable_x64(True):
-    loss = lambda yy: subspace.distance_sq("convex_hull", a, None, yy).mean()
     grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(y)))
     w = np.asarray(_project("convex_hull", a, np.ones(6, bool), y).weights)
   # Envelope theorem: the gradient of the mean is 2 (y - A'w*) / M.
@@ -283,7 +293,7 @@ def test_convex_hull_property(n, d, seed, shrink, low_frac):
   yp = np.zeros((3, _D), np.float32)
   yp[:, :d] = ys
   valid = np.arange(_N) < n
-  subspace.check_bounds(valid, lower, upper)
+  capped_simplex_qp.check_bounds(valid, lower, upper)
   proj = _hull_padded(pts, valid, yp, lower=lower, upper=upper)
   w = np.asarray(proj.weights)
   assert np.all(w[:, n:] == 0)
@@ -292,30 +302,18 @@ def test_convex_hull_property(n, d, seed, shrink, low_frac):
                        atol=ATOL32 * scale * d)
 
 
-def _lfw_embeddings():
-  ort = pytest.importorskip("onnxruntime")
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  try:
-    model = paths.model_file("foamliu_mobilefacenet.onnx")
-    lfw = paths.data_root() / "lfw-deepfunneled"
-  except paths.MissingPathError as e:
-    pytest.skip(str(e))
-  files = sorted((lfw / "Abdullah_Gul").iterdir())[:12]
-  files += sorted((lfw / "Alvaro_Uribe").iterdir())[:2]
+def _lfw_embeddings(lfw_root):
+  files = sorted((lfw_root / "Abdullah_Gul").iterdir())[:12]
+  files += sorted((lfw_root / "Alvaro_Uribe").iterdir())[:2]
   # Naive: a central crop resized to 112x112, no alignment; good enough to
   # get real-network embeddings with realistic geometry.
   imgs = np.stack([np.asarray(Image.open(f).convert("RGB").crop(
-      (50, 50, 200, 200)).resize((112, 112)), np.float32) for f in files])
-  x = (imgs / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-  x = x.transpose(0, 3, 1, 2).astype(np.float32)
-  sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-  name = sess.get_inputs()[0].name
-  emb = np.concatenate([sess.run(None, {name: xi[None]})[0] for xi in x])
-  return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+      (50, 50, 200, 200)).resize((112, 112))) for f in files])
+  return onnx_runtime.foamliu_runtime().embed(imgs)
 
 
-def test_real_face_embeddings():
-  emb = _lfw_embeddings()
+def test_real_face_embeddings(lfw_root):
+  emb = _lfw_embeddings(lfw_root)
   a, ys = emb[:10], emb[10:]        # 10 photos; 2 more of him, 2 of someone else
   cos = (a @ a.T)[np.triu_indices(10, 1)]
   assert 0.2 < np.median(cos) < 0.95  # really one person's photos

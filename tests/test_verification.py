@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from opom_jax import paths
+from opom_jax.data import align
+from opom_jax.data import lfw_pairs_faces
 from opom_jax.eval import verification
 from opom_jax.models import zoo
 
@@ -91,19 +93,18 @@ def test_subset(pairs):
 def test_centre_crop_takes_the_middle():
   img = np.zeros((250, 250, 3), np.uint8)
   img[68:182, 68:182] = 200
-  crop = verification.centre_crop(img)
+  crop = lfw_pairs_faces.centre_crop(img)
   assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
   assert np.all(crop == 200)
 
 
 def test_align_lfw_picks_the_centred_face(lfw_root):
   """Colin_Farrell_0003 has a larger bystander face; LFW labels the centred one."""
-  from opom_jax.data import align  # pylint: disable=g-import-not-at-top
   img = align.read_rgb(lfw_root / "Colin_Farrell" / "Colin_Farrell_0003.jpg")
   centre = lambda box: np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
   largest = align.align_image(img)
   assert np.abs(centre(largest.box) - 125).sum() > 100
-  face = verification.align_lfw(img)
+  face = lfw_pairs_faces.align_lfw(img)
   assert np.abs(centre(face.box) - 125).sum() < 40
   assert face.crop.shape == (112, 112, 3) and face.crop.dtype == np.uint8
 

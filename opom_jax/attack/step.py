@@ -7,7 +7,7 @@ data set. Pixel units are 0..255 throughout.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,7 @@ import optax
 
 from opom_jax.attack import losses
 from opom_jax.attack import update_rules
+from opom_jax.attack.config import AttackConfig
 from opom_jax.attack.transforms import input_diversity
 
 
@@ -22,14 +23,9 @@ from opom_jax.attack.transforms import input_diversity
 SurrogateFn = Callable[..., jax.Array]
 
 
-def _masked_photo_mean(x, valid):
-  m = valid.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-  return jnp.sum(x * m, axis=0) / jnp.maximum(m.sum(), 1.0)
-
-
 def project_universal(x_adv, images, valid, eps):
   """The universal mask is the mean perturbation over the real photos, clipped to eps."""
-  delta = jnp.clip(_masked_photo_mean(x_adv - images, valid), -eps, eps)
+  delta = jnp.clip(update_rules.masked_photo_mean(x_adv - images, valid), -eps, eps)
   return delta, jnp.clip(images + delta, 0.0, 255.0)
 
 

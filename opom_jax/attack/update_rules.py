@@ -6,7 +6,7 @@ shape (N, H, W, C) for one identity; `valid` (N,) marks the real photos.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +15,10 @@ import optax
 from opom_jax.registry import Registry
 
 
-def _masked_mean_over_photos(g, valid):
-  m = valid.astype(g.dtype).reshape((-1,) + (1,) * (g.ndim - 1))
-  return jnp.sum(g * m, axis=0, keepdims=True) / jnp.maximum(m.sum(), 1.0)
+def masked_photo_mean(x, valid):
+  """Mean of x (N, ...) over the real photos (valid (N,)) -> (...)."""
+  m = valid.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+  return jnp.sum(x * m, axis=0) / jnp.maximum(m.sum(), 1.0)
 
 
 def photo_mean(valid) -> optax.GradientTransformation:
@@ -25,7 +26,7 @@ def photo_mean(valid) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     del params
     return jax.tree.map(lambda g: jnp.broadcast_to(
-        _masked_mean_over_photos(g, valid), g.shape), updates), state
+        masked_photo_mean(g, valid), g.shape), updates), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 

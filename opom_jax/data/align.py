@@ -1,11 +1,11 @@
 """Face detection, 5 landmarks and ArcFace 112x112 alignment.
 
-Reproduces the protocol of the official OPOM figures on LFW
-(shared/reference/opom-official-lfw10.md): dlib HOG frontal detector
-(upsample 1, largest face), dlib 68-point landmarks reduced to 5 points,
-a Umeyama similarity onto the ArcFace template (as skimage's
+Reproduces the protocol of the official OPOM figures on LFW: dlib HOG
+frontal detector (upsample 1, largest face), dlib 68-point landmarks reduced
+to 5 points, a Umeyama similarity onto the ArcFace template (as skimage's
 SimilarityTransform / insightface's estimate_norm), and a bilinear
-cv2.warpAffine into 112x112 with a black border.
+cv2.warpAffine into 112x112 with a black border. This module is the one home
+of the ArcFace template and of the similarity fit (`umeyama`).
 
 Every aligned face keeps its 2x3 forward transform M (photo -> crop), so a
 crop-space mask can be pasted back onto the original photo (`paste_back`).
@@ -130,8 +130,9 @@ def detect_landmarks(img: np.ndarray, upsample: int = 1) -> np.ndarray:
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
   """Least-squares similarity src -> dst (Umeyama 1991), as a 2x3 matrix.
 
-  Same algorithm as skimage.transform._geometric._umeyama with
-  estimate_scale=True, which insightface's estimate_norm uses.
+  Rotation (no reflection), uniform scale and translation; the same algorithm
+  as skimage's SimilarityTransform.estimate, which insightface's estimate_norm
+  uses.
   """
   src = np.asarray(src, np.float64)
   dst = np.asarray(dst, np.float64)

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pathlib
 
+from opom_jax.files import atomic_write_text
+
+
 def write_results(workdir, rows: list[dict], fields: list[str]) -> str:
   workdir = pathlib.Path(workdir)
-  with open(workdir / "results.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+  buffer = io.StringIO(newline="")
+  w = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+  w.writeheader()
+  for r in rows:
+    w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+  atomic_write_text(workdir / "results.csv", buffer.getvalue())
   table = markdown_table(rows, fields)
-  (workdir / "results.md").write_text(table + "\n")
-  (workdir / "results.json").write_text(json.dumps(rows, indent=1))
+  atomic_write_text(workdir / "results.md", table + "\n")
+  atomic_write_text(workdir / "results.json", json.dumps(rows, indent=1))
   return table
 
 

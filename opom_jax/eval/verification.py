@@ -10,9 +10,9 @@ n matched lines "name i j" followed by n mismatched lines "name1 i name2 j".
 Scores are cosine similarities of L2-normalised embeddings; each fold is
 classified with the threshold that maximises accuracy on the other folds.
 
-Photos the aligner cannot detect are not dropped (dropping the hard pairs would
-inflate accuracy): they fall back to the centre of the deep-funneled photo,
-where LFW put the face, and the count is reported.
+The crops come from `data.lfw_pairs_faces` (alignment, centre-crop fallback
+for photos the detector misses, and the .npz cache); the fallback count is
+reported with the accuracy.
 """
 from __future__ import annotations
 
@@ -22,17 +22,11 @@ import pathlib
 import time
 from typing import Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 
-from opom_jax.data import align
-
-# LFW photos are 250x250 with the detected face enlarged 2.2x and centred:
-# [68:182, 68:182] holds the face, a box a little wider than the ArcFace crop.
-LFW_SIZE = 250
-CENTRE_BOX = (68, 182)
-# Names the alignment rule in the crop cache; change it when the rule changes.
-CACHE_METHOD = "dlib-hog-centred-face-up1-2+centre-crop-v1"
+from opom_jax.data import lfw_pairs_faces
+from opom_jax.data.lfw_pairs_faces import PairFaces
+from opom_jax.models.base import l2_normalize_np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,103 +173,13 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> Fo
 # --- faces ------------------------------------------------------------------
 
 
-def centre_crop(img: np.ndarray) -> np.ndarray:
-  """The face region of a deep-funneled LFW photo, resized to 112x112 uint8."""
-  h, w = img.shape[:2]
-  lo, hi = CENTRE_BOX
-  # Scale the 250-pixel box for photos of another size.
-  y0, y1 = round(lo * h / LFW_SIZE), round(hi * h / LFW_SIZE)
-  x0, x1 = round(lo * w / LFW_SIZE), round(hi * w / LFW_SIZE)
-  box = np.ascontiguousarray(img[y0:y1, x0:x1])
-  return cv2.resize(box, (align.CROP_SIZE, align.CROP_SIZE), interpolation=cv2.INTER_AREA)
-
-
-@dataclasses.dataclass(frozen=True)
-class PairFaces:
-  """Aligned 112x112 crops of the images of a pair list."""
-  ids: tuple[str, ...]
-  crops: np.ndarray      # (N, 112, 112, 3) uint8
-  fallback: np.ndarray   # (N,) bool: centre crop, the detector found no face
-
-  def index(self) -> dict[str, int]:
-    return {i: n for n, i in enumerate(self.ids)}
-
-  @property
-  def num_fallbacks(self) -> int:
-    return int(self.fallback.sum())
-
-
-def align_lfw(img: np.ndarray) -> align.AlignedFace:
-  """ArcFace alignment of the face LFW labels: the one nearest the photo centre.
-
-  The OPOM protocol keeps the largest dlib face; in LFW the labelled person is
-  the centred one, and with the largest face ~40 photos of the 6000 pairs
-  align a bystander (foamliu: 98.4% instead of 99.1%). Upsample 2 is tried
-  when upsample 1 finds nothing.
-  """
-  for upsample in (1, 2):
-    try:
-      return align.align_image(img, upsample, choose="centre")
-    except align.AlignError:
-      if upsample == 2:
-        raise
-
-
-def align_or_centre(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
-  """(crop, fell_back): ArcFace alignment of the centred face, else the centre crop."""
-  img = align.read_rgb(path)   # AlignError(UNREADABLE) propagates: a broken file is an error
-  try:
-    return align_lfw(img).crop, False
-  except align.AlignError:
-    return centre_crop(img), True
-
-
-def _load_cache(path) -> dict[str, tuple[np.ndarray, bool]]:
-  if not path or not os.path.isfile(path):
-    return {}
-  with np.load(path) as z:
-    if "method" not in z or str(z["method"]) != CACHE_METHOD:
-      return {}   # crops of an older alignment rule: rebuild
-    return {str(i): (c, bool(f)) for i, c, f in zip(z["ids"], z["crops"], z["fallback"])}
-
-
-def _save_cache(path, entries: dict[str, tuple[np.ndarray, bool]]):
-  ids = sorted(entries)
-  tmp = f"{path}.tmp.npz"   # np.savez appends .npz to names without it
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(tmp, method=np.array(CACHE_METHOD), ids=np.array(ids), crops=np.stack([entries[i][0] for i in ids]),
-           fallback=np.array([entries[i][1] for i in ids], bool))
-  os.replace(tmp, path)
-
-
 def load_pair_faces(pairs: Pairs | Iterable[str], lfw_dir: str | os.PathLike,
                     cache_path: str | os.PathLike | None = None,
                     progress: Callable[[str], None] | None = None,
                     save_every: int = 500) -> PairFaces:
-  """Aligns every image of the pairs once; the .npz cache grows as it goes."""
-  ids = pairs.images() if isinstance(pairs, Pairs) else sorted(set(pairs))
-  lfw_dir = pathlib.Path(lfw_dir)
-  if not lfw_dir.is_dir():
-    raise FileNotFoundError(f"LFW folder {lfw_dir} not found (flag --data_root)")
-  cache = _load_cache(cache_path)
-  todo = [i for i in ids if i not in cache]
-  if progress:
-    progress(f"faces: {len(ids) - len(todo)} of {len(ids)} cached, aligning {len(todo)}")
-  t0 = time.perf_counter()
-  for n, i in enumerate(todo):
-    path = lfw_dir / i
-    if not path.is_file():
-      raise FileNotFoundError(f"{path} (named in the pairs file) is missing from {lfw_dir}")
-    cache[i] = align_or_centre(path)
-    done = n + 1
-    if cache_path and (done % save_every == 0 or done == len(todo)):
-      _save_cache(cache_path, cache)
-    if progress and (done % 250 == 0 or done == len(todo)):
-      rate = done / (time.perf_counter() - t0)
-      progress(f"  aligned {done}/{len(todo)} ({rate:.1f}/s, "
-               f"{(len(todo) - done) / rate:.0f} s left)")
-  return PairFaces(tuple(ids), np.stack([cache[i][0] for i in ids]),
-                   np.array([cache[i][1] for i in ids], bool))
+  """Aligned crops of every image of the pairs (or of the given image ids), cached."""
+  ids = pairs.images() if isinstance(pairs, Pairs) else pairs
+  return lfw_pairs_faces.load_crops(ids, lfw_dir, cache_path, progress, save_every)
 
 
 # --- end to end -------------------------------------------------------------
@@ -309,8 +213,7 @@ def embed_all(embed: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, batc
     if progress and ((done // batch_size) % 10 == 0 or done == len(crops)):
       rate = done / (time.perf_counter() - t0)
       progress(f"  embedded {done}/{len(crops)} ({rate:.1f}/s)")
-  emb = np.concatenate(out)
-  return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+  return l2_normalize_np(np.concatenate(out))
 
 
 def pair_scores(emb: np.ndarray, faces: PairFaces, pairs: Pairs) -> np.ndarray:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 ApplyFn = Callable[..., jax.Array]
+# One image of the canonical batch: ArcFace-aligned 112x112 RGB.
+CANONICAL_SHAPE = (112, 112, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +47,22 @@ class Runtime(Protocol):
     ...
 
 
+def check_canonical(x, model: str):
+  """Raises ValueError naming `model` unless x is a (N, 112, 112, 3) batch."""
+  if x.ndim != 4 or tuple(x.shape[1:]) != CANONICAL_SHAPE:
+    raise ValueError(f"{model}: expected the canonical (N, 112, 112, 3) RGB "
+                     f"0..255 batch, got shape {tuple(x.shape)}")
+
+
 def l2_normalize(v, axis=-1, eps=1e-12):
+  """Unit rows (jax); a zero vector stays zero."""
   return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), eps)
+
+
+def l2_normalize_np(v, axis=-1, eps=1e-12) -> np.ndarray:
+  """l2_normalize in numpy, for the black-box runtimes; float32 stays float32."""
+  v = np.asarray(v, np.result_type(v, np.float32))
+  return v / np.maximum(np.linalg.norm(v, axis=axis, keepdims=True), eps)
 
 
 def _fmix32(h):

@@ -1,4 +1,4 @@
-"""Layer primitives shared by the importers.
+"""Layer primitives shared by the importers and the networks.
 
 Depthwise convolutions are written as a sum of kh*kw shifted, strided slices
 times per-channel weights. XLA's CPU backend runs grouped convolutions
@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+# Full fp32 so that GPUs (TF32 by default) agree with the fp32 references.
 PRECISION = jax.lax.Precision.HIGHEST
 
 

@@ -32,15 +32,15 @@ class ZooEntry:
 
 ZOO: Registry[ZooEntry] = Registry("model", {e.name: e for e in [
     ZooEntry("foamliu_mbf", "MobileFaceNet (ReLU6), ONNX", 128, "MS1M-refined", "ArcFace", 99.48,
-             "foamliu_mobilefacenet.onnx", "opom_jax.models.importers.onnx_import:load_foamliu",
+             "foamliu_mobilefacenet.onnx", "opom_jax.models.networks.onnx_mobilefacenets:load_foamliu",
              "opom_jax.runtimes.onnx_runtime:foamliu_runtime"),
     # Published figures not in the model files: InsightFace's model zoo README (buffalo_sc
     # has buffalo_s's accuracy), and the EdgeFace paper's XS figure (none for int8 xs_q).
     ZooEntry("w600k_mbf", "MobileFaceNet w600k_mbf, ONNX int8", 512, "WebFace600K", "ArcFace", 99.70,
-             "insightface_w600k_mbf_int8.onnx", "opom_jax.models.importers.onnx_import:load_w600k",
+             "insightface_w600k_mbf_int8.onnx", "opom_jax.models.networks.onnx_mobilefacenets:load_w600k",
              "opom_jax.runtimes.onnx_runtime:w600k_runtime"),
     ZooEntry("y1_mbf", "MobileFaceNet y1, TFLite fp32", 128, "MS1M-ArcFace", "ArcFace m=0.5", 99.47,
-             "insightface_mobilefacenet_y1_fp32.tflite", "opom_jax.models.importers.tflite_import:load_y1",
+             "insightface_mobilefacenet_y1_fp32.tflite", "opom_jax.models.networks.y1_mobilefacenet:load_y1",
              "opom_jax.runtimes.litert_runtime:y1_runtime"),
     ZooEntry("edgeface_xs", "EdgeFace-XS (EdgeNeXt x_small), qint8 Linear", 512, "WebFace12M",
              "CosFace m=0.4", 99.73, "edgeface_xs_q.pt", "opom_jax.models.networks.edgeface:load_edgeface", None),
@@ -52,6 +52,18 @@ ZOO: Registry[ZooEntry] = Registry("model", {e.name: e for e in [
     ZooEntry("xiaoccer_mbf_128", "MobileFaceNet 112x96, single view", 128, "CASIA-WebFace",
              "ArcFace m=0.5", 99.30, "xiaoccer_mobilefacenet_casia.ckpt",
              "opom_jax.models.networks.xiaoccer_mobilefacenet:load_xiaoccer", None),
+    # Faceplugin gives no training data, loss or accuracy for its model.
+    ZooEntry("faceplugin_mbf", "MobileFaceNet (PReLU, BN folded), ONNX", 512, "not stated",
+             "not stated", None, "faceplugin_mobilefacenet.onnx",
+             "opom_jax.models.networks.faceplugin_mobilefacenet:load_faceplugin",
+             "opom_jax.runtimes.onnx_runtime:faceplugin_runtime"),
+    ZooEntry("bubbliiiing_mbf", "MobileFaceNet, PyTorch state_dict", 128, "CASIA-WebFace",
+             "ArcFace", 98.78, "bubbliiiing_arcface_mobilefacenet_casia.pth",
+             "opom_jax.models.networks.bubbliiiing_mobilefacenet:load_bubbliiiing", None),
+    # VGGFace2 per its authors (unverified); no LFW figure for this descriptor.
+    ZooEntry("hse_faceres", "MobileNet v1 224x224 (HSE faceres), TF.js fp16", 1024, "VGGFace2",
+             "softmax classification (unverified)", None, "hse_faceres_tfjs/faceres.json",
+             "opom_jax.models.networks.hse_faceres:load_hse_faceres", None),
     ZooEntry("dlib_resnet", "dlib ResNet-34 style", 128, "~3M faces", "metric (triplet-like)", 99.38,
              None, "opom_jax.models.networks.dlib_resnet:load_dlib",
              "opom_jax.runtimes.dlib_runtime:dlib_runtime"),

@@ -2,25 +2,47 @@
 
 The state is saved as its flat list of leaves (PRNG keys as raw key data) and
 restored into the structure of a freshly initialised state, so any pytree
-(optax NamedTuples included) round-trips exactly.
+(optax NamedTuples included) round-trips exactly. A digest of the leaves is
+saved with them: a damaged file that still parses is caught on restore, and
+`restore_latest` then falls back to the previous checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import pathlib
+from typing import Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from opom_jax.run.log import Log, progress_log
 
-def _to_saveable(state):
+_DIGEST = "digest"
+
+
+def _is_key(x):
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _leaves(state) -> dict[str, np.ndarray]:
   leaves = jax.tree.leaves(state)
   return {f"leaf_{i:04d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x)
           for i, x in enumerate(leaves)}
 
 
-def _is_key(x):
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+def _digest(leaves: dict[str, np.ndarray]) -> np.ndarray:
+  h = hashlib.sha1()
+  for name in sorted(leaves):
+    a = np.ascontiguousarray(leaves[name])
+    h.update(f"{name}{a.shape}{a.dtype.str}".encode())
+    h.update(a.data)
+  return np.frombuffer(h.digest(), np.uint8)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:160] if text else ''}"
 
 
 class AttackCheckpointer:
@@ -32,25 +54,57 @@ class AttackCheckpointer:
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def save(self, step: int, state) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)))
+    leaves = _leaves(state)
+    leaves[_DIGEST] = _digest(leaves)
+    self._manager.save(step, args=ocp.args.StandardSave(leaves))
     self._manager.wait_until_finished()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def restore(self, like_state, step: int | None = None):
-    """Restores into the structure (and shardings) of `like_state`."""
+    """Restores into the structure (and shardings) of `like_state`; raises if damaged."""
     step = self._manager.latest_step() if step is None else step
-    saved = self._manager.restore(step, args=ocp.args.StandardRestore(_to_saveable(like_state)))
+    template = _leaves(like_state)
+    template[_DIGEST] = np.zeros(20, np.uint8)
+    saved = self._manager.restore(step, args=ocp.args.StandardRestore(template))
+    saved = {k: np.asarray(v) for k, v in saved.items()}
+    stored_digest = saved.pop(_DIGEST)
+    if not np.array_equal(stored_digest, _digest(saved)):
+      raise ValueError("its contents do not match the digest saved with them")
     leaves, treedef = jax.tree.flatten(like_state)
     restored = []
     for i, like in enumerate(leaves):
       value = saved[f"leaf_{i:04d}"]
       if _is_key(like):
-        value = jax.random.wrap_key_data(np.asarray(value), impl=jax.random.key_impl(like))
+        value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(like))
       sharding = getattr(like, "sharding", None)
       restored.append(jax.device_put(value, sharding) if sharding is not None else value)
     return jax.tree.unflatten(treedef, restored)
+
+  def restore_latest(self, like_state, check: Callable | None = None, log: Log = None):
+    """(state, step) of the newest intact checkpoint, or (None, None) if there is none.
+
+    `check(state, step)` returns why a restored state is unusable, or None. A
+    damaged checkpoint is logged by path and deleted, so a new save of its step
+    is possible.
+    """
+    log = log or progress_log
+    for step in reversed(self.all_steps()):
+      try:
+        state = self.restore(like_state, step)
+        problem = check(state, step) if check else None
+      except Exception as e:  # any failure to read back means the checkpoint is damaged
+        problem = _first_line(e)
+      if problem is None:
+        return state, step
+      log(f"checkpoint {self.directory / str(step)} is damaged ({problem}); "
+          "falling back to the previous one")
+      self._manager.delete(step)
+    return None, None
 
   def close(self):
     self._manager.close()

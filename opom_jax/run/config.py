@@ -1,11 +1,46 @@
-"""One resolved configuration per run, written into the run's work directory."""
+"""One resolved configuration per run, written into the run's work directory.
+
+Each field declares its allowed values (opom_jax.settings); `validate` is the
+one check of a whole config: those declarations, then the files the settings
+name (data folder, people, model weights), so a bad setting fails in a second,
+before any face is aligned or model loaded.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
 
+from opom_jax import paths
+from opom_jax import settings
 from opom_jax.attack.config import AttackConfig
+from opom_jax.attack.losses import LOSSES
+from opom_jax.data import splits
+from opom_jax.files import atomic_write_text
+from opom_jax.models import zoo
+from opom_jax.settings import Choice, Range, Required, SettingError, setting
+
+MAX_SEED = 2**31 - 1
+
+
+def _device_count() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.device_count()
+
+
+def _surrogate_key(name: str) -> str:
+  """An IResNet may name its checkpoint as `iresnet50@<path>`; zoo models may not."""
+  arch = name.partition("@")[0]
+  return arch if arch in zoo.IRESNETS else name
+
+
+def _target_names() -> list[str]:
+  """A zoo model with its own runtime here, or any zoo model's JAX import as `jax:<name>`."""
+  return [n for n in zoo.names() if zoo.ZOO[n].runtime] + [f"jax:{n}" for n in zoo.names()]
+
+
+SURROGATES = Choice(zoo.surrogate_names, "surrogate model", key=_surrogate_key)
+SEED = Range(0, MAX_SEED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,26 +48,30 @@ class DataConfig:
   data_root: str = ""                 # resolved: flag > OPOM_DATA_ROOT > ../shared/datasets
   dataset: str = "lfw-deepfunneled"   # folder of <identity>/<image> under data_root
   cache_dir: str = ""                 # tfds data_dir for the aligned faces
-  max_people: int = 10
+  max_people: int = setting(10, Range(1))
   people: tuple[str, ...] = ()        # explicit identities (overrides max_people)
-  n_train: int = 10
-  min_photos: int = 15
-  max_distractors: int = -1           # -1: every person with exactly one photo
+  min_photos: int = setting(15, Range(2))
+  n_train: int = setting(10, Range(1, "min_photos", hi_open=True))  # every person keeps a test photo
+  max_distractors: int = setting(-1, Range(0, special=((-1, "every person with one photo"),)))
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  workdir: str
-  data: DataConfig
-  attack: AttackConfig
+  workdir: str = setting("", Required())
+  data: DataConfig = DataConfig()
+  attack: AttackConfig = AttackConfig()
   model_root: str = ""
-  surrogates: tuple[str, ...] = ("foamliu_mbf",)
-  methods: tuple[str, ...] = ("fi_uap", "fi_uap_plus", "class_center", "affine_hull", "convex_hull")
-  targets: tuple[str, ...] = ("w600k_mbf",)
-  seed: int = 0
-  people_per_batch: int = 10
-  devices: int = 0                    # 0: all local devices
-  checkpoint_every: int = 0           # 0: no mid-run checkpoints
+  surrogates: tuple[str, ...] = setting(("foamliu_mbf",), SURROGATES)
+  methods: tuple[str, ...] = setting(
+      ("fi_uap", "fi_uap_plus", "class_center", "affine_hull", "convex_hull"),
+      Choice(LOSSES.names, "method"))
+  targets: tuple[str, ...] = setting(("w600k_mbf",),
+                                     Choice(_target_names, "target", allow_empty=True))
+  seed: int = setting(0, SEED)
+  people_per_batch: int = setting(10, Range(1))
+  devices: int = setting(0, Range(0, _device_count))  # 0: all local devices
+  checkpoint_every: int = setting(0, Range(0))        # 0: no mid-run checkpoints
+  overwrite: bool = False             # replace stored artefacts made with other settings
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -47,11 +86,69 @@ class RunConfig:
     return cls(**d)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProtectConfig:
+  """Protecting one person's photo folder (experiments.protect)."""
+  photos: str = setting("", Required())
+  output: str = setting("", Required())
+  attack: AttackConfig = AttackConfig()
+  model_root: str = ""
+  surrogates: tuple[str, ...] = setting(("foamliu_mbf",), SURROGATES)
+  max_train: int = setting(10, Range(1))
+  seed: int = setting(0, SEED)
+
+
+def validate(cfg: RunConfig | ProtectConfig) -> RunConfig | ProtectConfig:
+  """Every declared range and choice, then the files the settings name; SettingError if not."""
+  settings.check(cfg)
+  check_weights(cfg.model_root, [("surrogates", s) for s in cfg.surrogates]
+                + [("targets", t) for t in getattr(cfg, "targets", ())])
+  if isinstance(cfg, RunConfig):
+    _check_data(cfg)
+    if pathlib.Path(cfg.workdir).exists() and not pathlib.Path(cfg.workdir).is_dir():
+      raise SettingError("workdir", cfg.workdir, "is a file, not a folder")
+  return cfg
+
+
+def check_weights(model_root: str, models: list[tuple[str, str]]):
+  """The weights file of each (setting, model name) (dlib's come with its package).
+
+  An unresolvable model root raises paths.MissingPathError, which names the flag
+  and the environment variable to set.
+  """
+  for setting_name, name in models:
+    arch, _, checkpoint = name.removeprefix("jax:").partition("@")
+    if arch in zoo.IRESNETS:
+      if checkpoint and not pathlib.Path(checkpoint).exists():
+        raise SettingError(setting_name, name, f"names the checkpoint {checkpoint}, which does not exist")
+      continue
+    entry = zoo.ZOO[arch]
+    if entry.file and not (paths.model_root(model_root or None) / entry.file).is_file():
+      raise SettingError("model_root", model_root,
+                         f"has no weights file {entry.file} (needed by {setting_name} {name})")
+
+
+def _check_data(cfg: RunConfig):
+  """The data folder, and enough people with enough photos (file names only: fast)."""
+  d = cfg.data
+  root = paths.data_root(d.data_root or None) / d.dataset
+  if not root.is_dir():
+    raise SettingError("data.dataset", d.dataset,
+                       f"is not a folder of <identity>/<photo> in data_root {d.data_root}")
+  photos = splits.list_identities(root).photos
+  missing = [p for p in d.people if p not in photos]
+  if missing:
+    raise SettingError("data.people", d.people, f"names people not in {root}: {missing}")
+  few = [f"{p} ({len(photos[p])})" for p in d.people if len(photos[p]) < d.min_photos]
+  if few:
+    raise SettingError("data.people", d.people,
+                       f"names people with fewer than min_photos={d.min_photos} photos: {few}")
+  if not d.people and not any(len(p) >= d.min_photos for p in photos.values()):
+    raise SettingError("data.min_photos", d.min_photos, f"leaves no person of {root} to protect")
+
+
 def write(cfg: RunConfig, name: str = "config.json") -> pathlib.Path:
-  path = pathlib.Path(cfg.workdir) / name
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(cfg.to_json())
-  return path
+  return atomic_write_text(pathlib.Path(cfg.workdir) / name, cfg.to_json())
 
 
 def read(workdir, name: str = "config.json") -> RunConfig:

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import pathlib
 import time
+from typing import Any, Sequence
 
 import numpy as np
 
+from opom_jax.errors import UserError
 from opom_jax.eval import metrics
 from opom_jax.eval.tables import markdown_table, write_results
+from opom_jax.run import artefacts
 from opom_jax.run.config import RunConfig
 from opom_jax.run.faces import load_faces
 from opom_jax.run.generate import mask_path
@@ -32,49 +33,90 @@ def _control_masks(cfg: RunConfig, num_people: int) -> dict[str, np.ndarray]:
 
 def features_dir(cfg: RunConfig) -> pathlib.Path:
   """Clean-photo features depend only on the data and the model: shared by every run."""
-  digest = hashlib.sha1(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True).encode()).hexdigest()[:10]
-  return pathlib.Path(cfg.data.cache_dir) / "features" / digest
+  data_key = artefacts.digest(dataclasses.asdict(cfg.data))
+  return pathlib.Path(cfg.data.cache_dir) / "features" / data_key
 
 
-def _cached_features(directory, target_name: str, what: str, images, embed) -> np.ndarray:
-  path = pathlib.Path(directory) / f"{target_name.replace(':', '_')}__{what}.npy"
+def _cached_features(directory, target_name: str, what: str, images, embed, *,
+                     model_root: str = "", log: Log = None) -> np.ndarray:
+  """embed(images) as float32, cached under a name keyed by the target and the images themselves."""
+  log = log or progress_log
+  key = artefacts.digest({"target": target_name, "model_root": model_root,
+                          "images": artefacts.array_digest(images)})
+  path = pathlib.Path(directory) / f"{target_name.replace(':', '_')}__{what}__{key}.npy"
   if path.exists():
-    cached = np.load(path)
-    if len(cached) == len(images):
-      return cached
-  feats = embed(images)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  np.save(path, feats)
+    try:
+      return artefacts.load_array(path, (len(images), None))
+    except artefacts.DamagedError as e:
+      log(f"evaluate: cached features {path} are damaged ({e}); recomputing")
+  feats = np.asarray(embed(images), np.float32)
+  artefacts.save_array(path, feats)
   return feats
+
+
+def _remake(cfg: RunConfig, method: str) -> str:
+  return (f"make them with `python -m experiments.generate` and the same flags "
+          f"(--workdir={cfg.workdir} --methods={method})")
+
+
+def _read_stored(cfg: RunConfig, method: str) -> artefacts.StoredMasks:
+  path = mask_path(cfg.workdir, method)
+  if not path.exists():
+    raise UserError(f"{path} is missing: {_remake(cfg, method)}")
+  try:
+    return artefacts.read_masks(path)
+  except artefacts.DamagedError as e:
+    raise UserError(f"{path} is damaged ({e}): {_remake(cfg, method)} --overwrite") from None
+
+
+def check_masks(cfg: RunConfig) -> None:
+  """Missing or unreadable masks fail here, before the (slow) faces are read."""
+  for method in cfg.methods:
+    _read_stored(cfg, method)
+
+
+def _load_masks(cfg: RunConfig, method: str, names, image_shape) -> np.ndarray:
+  """The method's masks, checked against this run; UserError naming the file otherwise."""
+  path = mask_path(cfg.workdir, method)
+  stored = _read_stored(cfg, method)
+  settings = artefacts.mask_settings(cfg, method, names)
+  change = ("settings that were not recorded" if stored.settings is None
+            else artefacts.settings_change(stored.settings, settings))
+  if change:
+    raise UserError(f"{path} was made with {change}: evaluate with the flags that made it, "
+                    f"or {_remake(cfg, method)} --overwrite")
+  problem = artefacts.masks_problem(stored, names, image_shape, cfg.attack.eps)
+  if problem:
+    raise UserError(f"{path} is damaged ({problem}): {_remake(cfg, method)} --overwrite")
+  return stored.masks
 
 
 FIELDS = ["method", "target", "box", "protect@1", "protect@5", "protect@10",
           "person_mean@1", "train_protect@1", "psnr", "pairs"]
 
 
-def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None) -> list[dict]:
-  """Protection of every method's masks against the surrogate(s) and the targets."""
-  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
+def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
+             targets: Sequence[tuple[str, Any]] | None = None) -> list[dict]:
+  """Protection of every method's masks against the surrogate(s) and the targets.
+
+  `targets`, (box, runtime) pairs with runtime.name and runtime.embed, replaces
+  the zoo targets named by cfg (white-box JAX surrogates, then cfg.targets).
+  """
   log = log or progress_log
   faces = faces or load_faces(cfg, log)
   train, test, distractors = faces["train"], faces["test"], faces["distractor"]
-  names = train["names"]
+  names = list(train["names"])
   masks = _control_masks(cfg, len(names))
   for method in cfg.methods:
-    path = mask_path(cfg.workdir, method)
-    if not path.exists():
-      raise FileNotFoundError(f"{path} is missing: run experiments.generate with this "
-                              f"--workdir and --methods first")
-    masks[method] = np.load(path)["masks"]
-  targets = [("white-box", f"jax:{s}") for s in cfg.surrogates if s in zoo.ZOO]
-  targets += [("black-box", t) for t in cfg.targets]
+    masks[method] = _load_masks(cfg, method, names, train["images"].shape[1:])
   rows = []
-  for box, target_name in targets:
+  for box, target_name, load in _targets(cfg, targets):
     log(f"evaluate: {target_name} ({box}) on {len(distractors['images'])} distractors")
-    target = zoo.load_target(target_name, cfg.model_root)
-    embed = target.embed
-    dis = _cached_features(features_dir(cfg), target_name, "distractors", distractors["images"], embed)
-    clean_test = _cached_features(features_dir(cfg), target_name, "test_clean", test["images"], embed)
+    embed = load().embed
+    dis, clean_test = (
+        _cached_features(features_dir(cfg), target_name, what, images, embed,
+                         model_root=cfg.model_root, log=log)
+        for what, images in (("distractors", distractors["images"]), ("test_clean", test["images"])))
     for method, m in masks.items():
       t0 = time.time()
       prot_test = protect(test["images"], test["identity"], m)
@@ -102,6 +144,16 @@ def _write_pictures(cfg: RunConfig, rows, test, masks, log: Log):
                           pathlib.Path(cfg.workdir) / "masks_preview.png")
   chart = figures.protection_chart(rows, pathlib.Path(cfg.workdir) / "protection.png")
   log(f"pictures: {grid}, {chart}")
+
+
+def _targets(cfg: RunConfig, given):
+  """(box, name, load) per target; zoo targets are loaded only when their turn comes."""
+  if given is not None:
+    return [(box, t.name, lambda t=t: t) for box, t in given]
+  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  specs = [("white-box", f"jax:{s}") for s in cfg.surrogates if s in zoo.ZOO]
+  specs += [("black-box", t) for t in cfg.targets]
+  return [(box, name, lambda name=name: zoo.load_target(name, cfg.model_root)) for box, name in specs]
 
 
 def table(rows: list[dict]) -> str:

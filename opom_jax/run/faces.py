@@ -1,4 +1,9 @@
-"""The aligned faces of a run's data set, as arrays grouped by role and person."""
+"""The aligned faces of a run's data set, as arrays grouped by role and person.
+
+The aligned crops are cached by tfds_builder under a config name that digests
+every selection setting (root, n_train, min_photos, max_people, people,
+distractors), so other data settings never read another selection's crops.
+"""
 from __future__ import annotations
 
 import pathlib
@@ -6,6 +11,7 @@ import time
 
 import numpy as np
 
+from opom_jax.errors import UserError
 from opom_jax.run.config import RunConfig
 from opom_jax.run.log import Log, progress_log
 
@@ -25,7 +31,8 @@ def load_faces(cfg: RunConfig, log: Log = None) -> dict:
   counts = {role: len(v["images"]) for role, v in faces.items()}
   log(f"faces: {counts} in {time.time() - t0:.0f}s")
   if not counts.get("train"):
-    raise ValueError(f"no eligible people in {root} (need >= {d.min_photos} photos each)")
+    raise UserError(f"no eligible people in {root} (need >= {d.min_photos} photos each; "
+                    "see --min_photos, --people)")
   return faces
 
 

@@ -13,8 +13,8 @@ itself, so embed() runs dlib end to end on each crop:
 If the detector finds no face, the crop is still embedded rather than dropped
 (a privacy evaluation must not count a missed detection as protection it did
 not earn): we build a dlib.full_object_detection from the mean canonical-frame
-positions of dlib's 5 landmarks (models/dlib_resnet.CANONICAL_DLIB5, derived
-with the fixed canonical -> chip warp) and continue at step 3. Each fallback is
+positions of dlib's 5 landmarks (dlib_resnet.CANONICAL_DLIB5, derived with the
+fixed canonical -> chip warp) and continue at step 3. Each fallback is
 counted in ``num_fallbacks`` (and ``num_detected`` counts the rest), so an
 evaluation can report how often it happened. dlib points are integers, so the
 fallback landmarks are rounded to the nearest pixel.
@@ -27,9 +27,11 @@ import warnings
 import dlib
 import numpy as np
 
+from opom_jax.models import base
 from opom_jax.models.networks import dlib_resnet
 
 CANVAS = 224
+CROP = base.CANONICAL_SHAPE[0]   # side of the canonical crop
 UPSAMPLES = (1, 2)
 
 
@@ -58,15 +60,14 @@ class DlibTarget:
     self._detector = dlib.get_frontal_face_detector()
     self._predictor = dlib.shape_predictor(predictor_path)
     self._facerec = dlib.face_recognition_model_v1(model_path)
-    off = (CANVAS - dlib_resnet.CANONICAL_SIZE) // 2
+    off = (CANVAS - CROP) // 2
     self._offset = off
     pts = dlib.points()
     for x, y in dlib_resnet.CANONICAL_DLIB5:
       pts.append(dlib.point(int(round(x + off)), int(round(y + off))))
     self._fallback_parts = pts
     self._fallback_rect = dlib.rectangle(
-        off, off, off + dlib_resnet.CANONICAL_SIZE - 1,
-        off + dlib_resnet.CANONICAL_SIZE - 1)
+        off, off, off + CROP - 1, off + CROP - 1)
     self.num_detected = 0
     self.num_fallbacks = 0
 
@@ -85,7 +86,7 @@ class DlibTarget:
 
   def chip(self, image: np.ndarray) -> np.ndarray:
     """One canonical uint8 crop -> dlib's 150x150 uint8 chip (steps 1-3)."""
-    s, off = dlib_resnet.CANONICAL_SIZE, self._offset
+    s, off = CROP, self._offset
     canvas = np.zeros((CANVAS, CANVAS, 3), np.uint8)
     canvas[off:off + s, off:off + s] = image
     return dlib.get_face_chip(canvas, self._shape(canvas),
@@ -93,7 +94,7 @@ class DlibTarget:
 
   def embed(self, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
-    s = dlib_resnet.CANONICAL_SIZE
+    s = CROP
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, 3):
       raise ValueError(f"{self.name}: embed expects uint8 (N, {s}, {s}, 3) RGB "
                        f"canonical crops, got {images.dtype} {images.shape}")
@@ -101,8 +102,7 @@ class DlibTarget:
     for i, img in enumerate(images):
       chip = self.chip(np.ascontiguousarray(img))
       embs[i] = np.asarray(self._facerec.compute_face_descriptor(chip), np.float32)
-    norms = np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-    return embs / norms
+    return base.l2_normalize_np(embs)
 
 
 def dlib_runtime(model_root=None) -> DlibTarget:

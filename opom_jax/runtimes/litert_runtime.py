@@ -1,7 +1,7 @@
 """A .tflite face-recognition model run by LiteRT, used as a black box.
 
-The interpreter is the reference the JAX import (models/tflite_import.py) is
-checked against, and a target model for transfer evaluation. It is never
+The interpreter is the reference the JAX import (models/importers/
+tflite_import.py) is checked against, and a target model for transfer evaluation. It is never
 differentiated.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from opom_jax import paths
-from opom_jax.models.importers import tflite_import
+from opom_jax.models import base
+from opom_jax.models.networks import y1_mobilefacenet
 
 
 class LiteRtTarget:
@@ -52,11 +53,10 @@ class LiteRtTarget:
                               img[None].astype(np.float32))
       self._interp.invoke()
       embs[i] = self._interp.get_tensor(self._out_index).reshape(-1)
-    norms = np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-    return embs / norms
+    return base.l2_normalize_np(embs)
 
 
 def y1_runtime(model_root=None, num_threads: int | None = None) -> LiteRtTarget:
   """InsightFace MobileFaceNet y1 (128-d) run by LiteRT."""
-  return LiteRtTarget(paths.model_file(tflite_import.Y1_FILE, model_root),
+  return LiteRtTarget(paths.model_file(y1_mobilefacenet.Y1_FILE, model_root),
                       name="y1-litert", num_threads=num_threads)

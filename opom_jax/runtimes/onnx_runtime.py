@@ -9,7 +9,11 @@ embedding (by up to 0.023 in the reference); like the reference it runs one
 image per call by default. foamliu is fp32 and runs batched: its export fixes
 the batch at 1, so the loaded ModelProto is edited in memory to a dynamic batch
 (final ``Reshape [1, -1]`` -> ``[0, -1]``, as the official reference did;
-identical for batch 1).
+identical for batch 1). faceplugin is fp32 with the same fixed-batch export and
+runs batched the same way.
+
+onnxruntime's telemetry (event logging, on by default on Windows builds) is
+switched off before every session is created.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from opom_jax import paths
-from opom_jax.models.importers import onnx_import
+from opom_jax.models.networks import onnx_mobilefacenets as onnx_import
+from opom_jax.models.networks import faceplugin_mobilefacenet
 
 INTRA_OP_THREADS = 2
 
@@ -77,6 +82,7 @@ class OnnxRuntimeTarget:
     model = onnx.load(path)
     if dynamic_batch:
       model = make_batch_dynamic(model)
+    ort.disable_telemetry_events()
     self.session = ort.InferenceSession(
         model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     self.input_name = self.session.get_inputs()[0].name
@@ -110,3 +116,10 @@ def w600k_runtime(model_root=None, one_image_per_run: bool = True) -> OnnxRuntim
   return OnnxRuntimeTarget(paths.model_file(onnx_import.W600K_FILE, model_root),
                            "w600k_int8_onnx", onnx_import.w600k_preprocess,
                            one_image_per_run=one_image_per_run)
+
+
+def faceplugin_runtime(model_root=None, one_image_per_run: bool = False) -> OnnxRuntimeTarget:
+  """Faceplugin MobileFaceNet fp32 (512-d), batched through a dynamic-batch copy."""
+  return OnnxRuntimeTarget(paths.model_file(faceplugin_mobilefacenet.FILE, model_root),
+                           "faceplugin_onnx", faceplugin_mobilefacenet.preprocess,
+                           one_image_per_run=one_image_per_run, dynamic_batch=True)

@@ -19,7 +19,8 @@ Loading does three things once, in numpy:
   ``dequantize=False`` the quantised ops run literally (as onnxruntime does,
   one activation scale per batch), which is useful only to check the import;
 * layout: convolution weights are stored HWIO and activations flow NHWC inside
-  (XLA:CPU's fast layout); every op that depends on the layout sees NCHW.
+  (XLA:CPU's fast layout); every op that depends on the layout sees NCHW
+  (the op table and the layout rules are in ``onnx_ops``).
 
 ``params`` holds every float tensor the graph reads (converted weights, biases,
 PReLU slopes, BN statistics, clip bounds), keyed by ONNX tensor name, so it is a
@@ -54,22 +55,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opom_jax import paths
 from opom_jax.models import base
-from opom_jax.models import ops
+from opom_jax.models.importers import onnx_ops
 
-FOAMLIU_FILE = "foamliu_mobilefacenet.onnx"
-W600K_FILE = "insightface_w600k_mbf_int8.onnx"
-
-# Full fp32 so that GPUs (TF32 by default) agree with the fp32 reference.
-_PRECISION = jax.lax.Precision.HIGHEST
 _FLOAT_CONVS = ("Conv", "FusedConv")
-# ONNX TensorProto element types the graphs use.
-_ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64,
-                10: np.float16, 11: np.float64}
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,164 +79,6 @@ class Graph:
   dropout_nodes: frozenset[int]   # indices of the convs DFANet drops after
 
 
-# ---------------------------------------------------------------- layout helpers
-# Activations flow NHWC; `nhwc` (a set of value names) says which 4-D values are
-# stored transposed. Constants and non-4-D values are always in ONNX (NCHW) order.
-
-def _to_nchw(x):
-  return jnp.transpose(x, (0, 3, 1, 2))
-
-
-def _to_nhwc(x):
-  return jnp.transpose(x, (0, 2, 3, 1))
-
-
-def _broadcast_nhwc(x):
-  """An NCHW-semantics operand (any rank <= 4) made to broadcast against NHWC."""
-  if x.ndim == 0:
-    return x
-  x = jnp.reshape(x, (1,) * (4 - x.ndim) + tuple(x.shape))
-  return _to_nhwc(x)
-
-
-# ------------------------------------------------------------------------- ops
-# Elementwise ops are layout-blind (operands are made to agree); conv ops take and
-# give NHWC; every other op sees NCHW. Each op: fn(node, *inputs) -> tuple.
-
-def _conv_nhwc(x, w_hwio, b, attrs):
-  """ONNX Conv semantics on NHWC input and HWIO weights."""
-  if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-    raise NotImplementedError(f"Conv auto_pad={attrs['auto_pad']!r} is not supported")
-  pads = attrs.get("pads", [0, 0, 0, 0])
-  y = ops.conv2d(
-      x, w_hwio.astype(x.dtype), strides=tuple(attrs.get("strides", (1, 1))),
-      padding=((pads[0], pads[2]), (pads[1], pads[3])),
-      dilation=tuple(attrs.get("dilations", (1, 1))), groups=attrs.get("group", 1))
-  if b is not None:
-    y = y + b
-  return y
-
-
-def _conv(node, x, w, b=None):
-  return (_conv_nhwc(x, w, b, node.attrs),)
-
-
-def _conv_integer(node, xq, wq, x_zp=None, w_zp=None):
-  # Literal mode: exact integer operands, float32 accumulation.
-  x = xq - (0.0 if x_zp is None else x_zp)
-  w = wq - (0.0 if w_zp is None else w_zp)
-  return (_conv_nhwc(x, w, None, node.attrs),)
-
-
-def _matmul_integer(node, xq, wq, x_zp=None, w_zp=None):
-  x = xq - (0.0 if x_zp is None else x_zp)
-  w = wq - (0.0 if w_zp is None else w_zp)
-  return (jnp.matmul(x, w, precision=_PRECISION),)
-
-
-def _fused_matmul(node, x, w, b=None):
-  y = jnp.matmul(x, w, precision=_PRECISION)
-  return (y if b is None else y + b,)
-
-
-def _dynamic_quantize_linear(node, x):
-  # ONNX spec: the range is widened to include 0, uint8, round half to even.
-  lo = jnp.minimum(jnp.min(x), 0.0)
-  hi = jnp.maximum(jnp.max(x), 0.0)
-  scale = (hi - lo) / 255.0
-  zp = jnp.clip(jnp.round(-lo / scale), 0, 255)
-  xq = jnp.clip(jnp.round(x / scale) + zp, 0, 255)
-  return xq, scale, zp
-
-
-def _clip(node, x, lo=None, hi=None):
-  lo = node.attrs.get("min") if lo is None else lo
-  hi = node.attrs.get("max") if hi is None else hi
-  if lo is not None:
-    x = jnp.maximum(x, lo)
-  if hi is not None:
-    x = jnp.minimum(x, hi)
-  return (x,)
-
-
-def _prelu(node, x, slope):
-  return (jnp.where(x >= 0, x, x * slope),)
-
-
-def _batch_norm(node, x, scale, bias, mean, var):
-  eps = node.attrs.get("epsilon", 1e-5)
-  shape = (1, -1) + (1,) * (x.ndim - 2)     # channel axis 1 (NCHW)
-  inv = scale / jnp.sqrt(var + eps)
-  return ((x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape),)
-
-
-def _flatten(node, x):
-  axis = node.attrs.get("axis", 1)
-  lead = int(np.prod(x.shape[:axis]))
-  return (jnp.reshape(x, (lead, -1)),)
-
-
-def _gemm(node, a, b, c=None):
-  a = a.T if node.attrs.get("transA", 0) else a
-  b = b.T if node.attrs.get("transB", 0) else b
-  y = node.attrs.get("alpha", 1.0) * jnp.matmul(a, b, precision=_PRECISION)
-  if c is not None:
-    y = y + node.attrs.get("beta", 1.0) * c
-  return (y,)
-
-
-def _cast(node, x):
-  to = node.attrs["to"]
-  if to not in _ONNX_DTYPES:
-    raise NotImplementedError(f"Cast to ONNX type {to} is not supported")
-  dtype = _ONNX_DTYPES[to]
-  # Literal-mode integer tensors are carried as exact floats; keep them float.
-  return (x if np.issubdtype(dtype, np.integer) and x.dtype == jnp.float32
-          else x.astype(dtype),)
-
-
-def _unary(fn):
-  return lambda node, x: (fn(x),)
-
-
-def _binary(fn):
-  return lambda node, a, b: (fn(a, b),)
-
-
-def _reshape(node, x, shape):
-  shape = [int(s) for s in np.asarray(shape)]
-  allow_zero = node.attrs.get("allowzero", 0)
-  if not allow_zero:
-    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-  return (jnp.reshape(x, shape),)
-
-
-def _batch_reshape(node, x, shape):
-  """Reshape of an activation: a leading 1 (export-time batch) keeps the batch."""
-  shape = np.array(shape, np.int64)
-  if shape.size and shape[0] in (0, 1) and x.ndim >= 1:
-    shape[0] = x.shape[0]
-  return _reshape(node, x, shape)
-
-
-_ELEMENTWISE = {
-    "Add": _binary(jnp.add), "Sub": _binary(jnp.subtract),
-    "Mul": _binary(jnp.multiply), "Div": _binary(jnp.divide),
-    "Relu": _unary(jax.nn.relu), "Sigmoid": _unary(jax.nn.sigmoid),
-    "Identity": _unary(lambda x: x), "Clip": _clip, "PRelu": _prelu,
-    "Cast": _cast, "DynamicQuantizeLinear": _dynamic_quantize_linear,
-}
-_LAYOUT_OPS = {  # NHWC in, NHWC out
-    "Conv": _conv, "FusedConv": _conv, "ConvInteger": _conv_integer,
-}
-_NCHW_OPS = {
-    "Reshape": _batch_reshape, "Flatten": _flatten,
-    "BatchNormalization": _batch_norm, "Gemm": _gemm,
-    "MatMul": _binary(lambda a, b: jnp.matmul(a, b, precision=_PRECISION)),
-    "MatMulInteger": _matmul_integer, "FusedMatMul": _fused_matmul,
-}
-OPS = {**_ELEMENTWISE, **_LAYOUT_OPS, **_NCHW_OPS}
-
 
 # -------------------------------------------------------------------- loading
 
@@ -267,9 +98,9 @@ def _fold_constants(nodes, consts):
       if "value" not in n.attrs:
         raise NotImplementedError(f"Constant node {n.index}: only 'value' is supported")
       consts[n.outputs[0]] = np.asarray(n.attrs["value"])
-    elif n.inputs and all(i == "" or i in consts for i in n.inputs) and n.op in OPS:
+    elif n.inputs and all(i == "" or i in consts for i in n.inputs) and n.op in onnx_ops.OPS:
       args = [None if i == "" else consts[i] for i in n.inputs]
-      fn = _reshape if n.op == "Reshape" else OPS[n.op]
+      fn = onnx_ops.reshape if n.op == "Reshape" else onnx_ops.OPS[n.op]
       for name, v in zip(n.outputs, fn(n, *args)):
         consts[name] = np.asarray(v)
     else:
@@ -398,7 +229,7 @@ def parse_onnx(path: str | os.PathLike, dequantize: bool = True):
       nodes = _dequantize_patterns(nodes, consts)
     outputs = tuple(o.name for o in g.output)
     nodes, needed = _prune(nodes, outputs)
-    unknown = sorted({n.op for n in nodes} - set(OPS))
+    unknown = sorted({n.op for n in nodes} - set(onnx_ops.OPS))
     if unknown:
       raise NotImplementedError(f"unsupported ONNX ops {unknown}")
   except NotImplementedError as e:
@@ -445,17 +276,17 @@ def make_apply(graph: Graph) -> Callable:
 
     for node in graph.nodes:
       args = [fetch(i) for i in node.inputs]
-      if node.op in _LAYOUT_OPS:
+      if node.op in onnx_ops.LAYOUT_OPS:
         if node.inputs[0] not in nhwc:
-          args[0] = _to_nhwc(args[0])
-        outs, out_nhwc = OPS[node.op](node, *args), True
-      elif node.op in _ELEMENTWISE and any(i in nhwc for i in node.inputs):
-        args = [a if a is None or i in nhwc else _broadcast_nhwc(jnp.asarray(a))
+          args[0] = onnx_ops.to_nhwc(args[0])
+        outs, out_nhwc = onnx_ops.OPS[node.op](node, *args), True
+      elif node.op in onnx_ops.ELEMENTWISE and any(i in nhwc for i in node.inputs):
+        args = [a if a is None or i in nhwc else onnx_ops.broadcast_nhwc(jnp.asarray(a))
                 for i, a in zip(node.inputs, args)]
-        outs, out_nhwc = OPS[node.op](node, *args), True
+        outs, out_nhwc = onnx_ops.OPS[node.op](node, *args), True
       else:
-        args = [_to_nchw(a) if i in nhwc else a for i, a in zip(node.inputs, args)]
-        outs, out_nhwc = OPS[node.op](node, *args), False
+        args = [onnx_ops.to_nchw(a) if i in nhwc else a for i, a in zip(node.inputs, args)]
+        outs, out_nhwc = onnx_ops.OPS[node.op](node, *args), False
       if use_dropout and node.index in graph.dropout_nodes:
         outs = (base.dropout(outs[0], dropout_rate, jax.random.fold_in(rng, node.index)),)
       for name, v in zip(node.outputs, outs):
@@ -463,7 +294,7 @@ def make_apply(graph: Graph) -> Callable:
         if out_nhwc and v.ndim == 4:
           nhwc.add(name)
 
-    ys = tuple(_to_nchw(env[o]) if o in nhwc else env[o] for o in graph.output_names)
+    ys = tuple(onnx_ops.to_nchw(env[o]) if o in nhwc else env[o] for o in graph.output_names)
     return ys[0] if len(ys) == 1 else ys
 
   return apply_graph
@@ -478,43 +309,3 @@ def load_onnx(path: str | os.PathLike, dequantize: bool = True):
 def op_list(path: str | os.PathLike, dequantize: bool = True) -> list[str]:
   """The op types apply_graph executes (after folding and rewriting)."""
   return sorted({n.op for n in parse_onnx(path, dequantize)[1].nodes})
-
-
-# ------------------------------------------------- per-model zoo wrappers
-# Preprocessing works on numpy or jax arrays alike, so the onnxruntime targets
-# share it: canonical (N, 112, 112, 3) RGB 0..255 -> the graph's NCHW input.
-
-def foamliu_preprocess(x):
-  """x/255 then ImageNet mean/std (foamliu's transforms), NCHW."""
-  x = (x.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-  return x.transpose(0, 3, 1, 2)
-
-
-def w600k_preprocess(x):
-  """(x - 127.5) / 127.5 (InsightFace), NCHW."""
-  x = (x.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
-  return x.transpose(0, 3, 1, 2)
-
-
-def _zoo_model(filename, preprocess, path, model_root, dequantize=True):
-  path = path or paths.model_file(filename, model_root)
-  params, apply_graph = load_onnx(path, dequantize=dequantize)
-
-  def apply(params, x, *, dropout_rate: float = 0.0, rng=None):
-    x = jnp.asarray(x, jnp.float32)
-    if x.ndim != 4 or x.shape[1:] != (112, 112, 3):
-      raise ValueError(f"{filename}: expected (N, 112, 112, 3) RGB 0..255, got {x.shape}")
-    return apply_graph(params, preprocess(x), dropout_rate=dropout_rate, rng=rng)
-
-  return params, apply
-
-
-def load_foamliu(path: str | os.PathLike | None = None, model_root=None):
-  """foamliu MobileFaceNet (128-d), zoo contract: NHWC RGB 0..255 in, raw embedding out."""
-  return _zoo_model(FOAMLIU_FILE, foamliu_preprocess, path, model_root)
-
-
-def load_w600k(path: str | os.PathLike | None = None, model_root=None,
-               dequantize: bool = True):
-  """InsightFace w600k_mbf (512-d), weights dequantised to float once here."""
-  return _zoo_model(W600K_FILE, w600k_preprocess, path, model_root, dequantize)

@@ -39,11 +39,8 @@ import numpy as np
 
 from ai_edge_litert import schema_py_generated as schema
 
-from opom_jax import paths
 from opom_jax.models import base
 from opom_jax.models import ops
-
-Y1_FILE = "insightface_mobilefacenet_y1_fp32.tflite"
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items()
              if not k.startswith("_")}
@@ -52,9 +49,7 @@ _DTYPES = {
     schema.TensorType.INT32: np.int32,
     schema.TensorType.INT64: np.int64,
 }
-_DROPOUT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-# Full fp32 so that GPUs (TF32 by default) agree with the fp32 reference.
-_PRECISION = jax.lax.Precision.HIGHEST
+_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,15 +108,14 @@ def _conv_padding(x_hw, k_hw, strides, dilations, padding: int):
 
 
 def _conv_2d(ins, o):
-  x, w, b = (ins + [None])[:3]
+  x, w, b = (ins + [None])[:3]   # w is OHWI
   strides = (o["strideH"], o["strideW"])
   dil = (o["dilationHFactor"], o["dilationWFactor"])
-  y = jax.lax.conv_general_dilated(
-      x, w, window_strides=strides,
+  y = ops.conv2d(
+      x, jnp.transpose(w, (1, 2, 3, 0)), strides=strides,
       padding=_conv_padding(x.shape[1:3], w.shape[1:3], strides, dil,
                             o["padding"]),
-      rhs_dilation=dil, dimension_numbers=("NHWC", "OHWI", "NHWC"),
-      feature_group_count=x.shape[-1] // w.shape[-1], precision=_PRECISION)
+      dilation=dil, groups=x.shape[-1] // w.shape[-1])
   if b is not None:
     y = y + b
   return _activation(y, o["fusedActivationFunction"])
@@ -151,7 +145,7 @@ def _depthwise_conv_2d(ins, o):
 def _fully_connected(ins, o):
   x, w, b = (ins + [None])[:3]
   in_dim = w.shape[1]
-  y = jnp.matmul(x.reshape(-1, in_dim), w.T, precision=_PRECISION)
+  y = jnp.matmul(x.reshape(-1, in_dim), w.T, precision=ops.PRECISION)
   if b is not None:
     y = y + b
   if o.get("keepNumDims"):
@@ -256,7 +250,7 @@ def parse_tflite(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Graph]
     else:
       static_consts[i] = data
 
-  ops = []
+  graph_ops = []
   for k, op in enumerate(g.operators):
     code = model.operatorCodes[op.opcodeIndex]
     kind = _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode),
@@ -265,9 +259,9 @@ def parse_tflite(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Graph]
       raise NotImplementedError(
           f"{path}: operator {k} is {kind}, which the JAX importer does not "
           f"support (supported: {sorted(OPS)})")
-    ops.append(Op(k, kind, tuple(int(i) for i in op.inputs),
-                  tuple(int(i) for i in op.outputs), _options(op)))
-  graph = Graph(tuple(ops), tuple(int(i) for i in g.inputs),
+    graph_ops.append(Op(k, kind, tuple(int(i) for i in op.inputs),
+                        tuple(int(i) for i in op.outputs), _options(op)))
+  graph = Graph(tuple(graph_ops), tuple(int(i) for i in g.inputs),
                 tuple(int(i) for i in g.outputs), param_keys, static_consts,
                 shapes)
   return params, graph
@@ -275,7 +269,7 @@ def parse_tflite(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Graph]
 
 def residual_dropout_sites(graph: Graph) -> set[int]:
   """The stem convolution and every convolution whose output feeds an ADD of two activations."""
-  convs = [op for op in graph.ops if op.kind in _DROPOUT_OPS]
+  convs = [op for op in graph.ops if op.kind in _CONV_OPS]
   producer = {t: op for op in convs for t in op.outputs}
   sites = {convs[0].index} if convs else set()
   for op in graph.ops:
@@ -288,7 +282,7 @@ def make_apply(graph: Graph, dropout_ops=None) -> Callable:
   """apply_graph(params, *inputs, dropout_rate=0.0, rng=None) -> tuple.
 
   dropout_ops: operator indices whose outputs get DFANet dropout; None means
-  every CONV_2D and DEPTHWISE_CONV_2D (the documented default rule).
+  `residual_dropout_sites` (the module docstring's rule).
   """
   if dropout_ops is None:
     dropout_ops = residual_dropout_sites(graph)
@@ -322,23 +316,3 @@ def load_tflite(path: str | os.PathLike, dropout_ops=None):
 def op_list(path: str | os.PathLike) -> list[str]:
   """The graph's operator kinds in execution order (for reports and checks)."""
   return [op.kind for op in parse_tflite(path)[1].ops]
-
-
-def load_y1(path: str | os.PathLike | None = None, model_root=None,
-            dropout_ops=None):
-  """InsightFace MobileFaceNet "model-y1-test2" as a zoo surrogate (emb 128).
-
-  The graph normalises its input itself ((x - 127.5) / 128, RGB NHWC), so the
-  canonical batch goes in unchanged.
-  """
-  path = path or paths.model_file(Y1_FILE, model_root)
-  params, apply_graph = load_tflite(path, dropout_ops)
-
-  def apply(params, x, *, dropout_rate: float = 0.0, rng=None):
-    if x.ndim != 4 or x.shape[1:] != (112, 112, 3):
-      raise ValueError(f"y1 expects (N, 112, 112, 3) RGB 0..255, got {x.shape}")
-    (emb,) = apply_graph(params, jnp.asarray(x, jnp.float32),
-                         dropout_rate=dropout_rate, rng=rng)
-    return emb
-
-  return params, apply

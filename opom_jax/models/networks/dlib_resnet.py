@@ -2,8 +2,7 @@
 
 Weights come from the original .dat file (parsed by ``dlib_dat``, no dlib
 needed); the forward pass reproduces dlib-bin's compute_face_descriptor to a
-max |diff| of ~3e-7 (tests/test_dlib_resnet.py). Layout, from
-/work/shared/notes/dlib-dat-format.md:
+max |diff| of ~3e-7 (tests/test_dlib_resnet.py). Layout:
 
   input  150x150 RGB chip, (x - mean_c) / 256
   stem   conv7x7 s2 (32) -> affine -> relu -> maxpool 3x3 s2
@@ -37,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from opom_jax.models import base
+from opom_jax.models import ops
 from opom_jax.models.importers import dlib_dat
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMB_DIM = 128
-CANONICAL_SIZE = 112
 
 # Canonical (ArcFace 112x112 crop) pixel -> dlib chip pixel (150x150, padding
 # 0.25), x' = A @ [x, y, 1]: scale 1.482, rotation 0.47 deg. Derived by
@@ -69,6 +68,16 @@ CANONICAL_DLIB5 = np.array(
      [30.50915674, 53.15133791],
      [44.83837205, 53.51228759],
      [56.3211875, 79.55273616]], dtype=np.float64)
+# dlib's own 5-point template (get_face_chip_details), in [0, 1] before padding.
+DLIB5_TEMPLATE = np.array(
+    [[.8595674595992, .2134981538014], [.6460604764104, .2289674387677],
+     [.1205750620789, .2137274526848], [.3340850613712, .2290642403242],
+     [.4901123135679, .6277975316475]], dtype=np.float64)
+
+
+def dlib5_template_in_chip() -> np.ndarray:
+  """DLIB5_TEMPLATE in chip pixels (150x150, padding 0.25), where dlib aims."""
+  return (CHIP_PADDING + DLIB5_TEMPLATE) / (1 + 2 * CHIP_PADDING) * CHIP_SIZE
 
 
 def default_model_path() -> str:
@@ -164,12 +173,7 @@ def params_from_net(net: dlib_dat.DlibNet, path: str = "<dlib net>"):
 
 
 def _conv(x, p, stride, pad):
-  y = jax.lax.conv_general_dilated(
-      x, p["w"], window_strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPUs: keep dlib's fp32
-  return y + p["b"]
+  return ops.conv2d(x, p["w"], (stride, stride), ((pad, pad), (pad, pad))) + p["b"]
 
 
 def _affine(x, p):
@@ -214,7 +218,7 @@ def _forward(arch: _Arch, params, chips, dropout_rate, rng):
     x = jax.nn.relu(_zero_padded_add(y, x))
 
   x = jnp.mean(x, axis=(1, 2))
-  return jnp.dot(x, params["fc"], precision=jax.lax.Precision.HIGHEST)
+  return jnp.dot(x, params["fc"], precision=ops.PRECISION)
 
 
 # ------------------------------------------------------------------------------
@@ -260,9 +264,7 @@ def chip_to_canonical_matrix() -> np.ndarray:
 def canonical_to_chip(x):
   """(N, 112, 112, 3) canonical batch -> (N, 150, 150, 3) dlib chips (float)."""
   x = jnp.asarray(x, jnp.float32)
-  if x.ndim != 4 or x.shape[1:] != (CANONICAL_SIZE, CANONICAL_SIZE, 3):
-    raise ValueError("dlib ResNet: expected the canonical (N, 112, 112, 3) "
-                     f"batch, got {x.shape}")
+  base.check_canonical(x, "dlib ResNet")
   return warp_affine_bilinear(x, chip_to_canonical_matrix(), (CHIP_SIZE, CHIP_SIZE))
 
 

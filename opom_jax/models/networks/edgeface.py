@@ -4,7 +4,7 @@ Weights come from the official dynamically-quantised release
 ``edgeface_xs_q.pt`` (a torch zip state_dict): the qint8 Linear weights are
 dequantised once, so this port is weight-only int8 with float activations
 (the torch runtime also quantises activations per batch; the two agree to a
-mean cosine of about 0.97, see shared/notes/torch-checkpoints.md section 5).
+mean cosine of about 0.97).
 
 params: a flat dict keyed by the torch names without the ``model.`` prefix;
 conv kernels are HWIO, Linear kernels (in, out), ``xca.temperature`` (heads,).

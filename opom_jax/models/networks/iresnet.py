@@ -1,6 +1,6 @@
 """IResNet-18 / IResNet-50 face-recognition backbones (512-d), NHWC.
 
-Same layout as insightface arcface_torch ``backbones/iresnet.py``:
+Same layout as the IResNet of insightface's arcface_torch:
 
   stem   conv3x3(64) -> BN -> PReLU
   stages IBasicBlock x layers[i], widths 64/128/256/512, first block stride 2
@@ -32,7 +32,6 @@ from opom_jax.models import base
 LAYERS = {18: (2, 2, 2, 2), 50: (3, 4, 14, 3)}
 WIDTHS = (64, 128, 256, 512)
 EMB_DIM = 512
-INPUT_SHAPE = (112, 112, 3)
 
 # torch's BatchNorm eps; momentum is irrelevant since statistics are frozen.
 _BatchNorm = functools.partial(
@@ -107,7 +106,7 @@ class IResNet(nn.Module):
 def _check_depth(depth: int):
   if depth not in LAYERS:
     raise ValueError(
-        f"opom_jax/models/iresnet.py: depth must be one of {sorted(LAYERS)}, "
+        f"iresnet: depth must be one of {sorted(LAYERS)}, "
         f"got {depth!r}.")
 
 
@@ -131,7 +130,7 @@ def init_iresnet(depth: int, rng) -> dict:
   """
   model = iresnet(depth)
   shapes = jax.eval_shape(model.init, rng,
-                          jax.ShapeDtypeStruct((1,) + INPUT_SHAPE, jnp.float32))
+                          jax.ShapeDtypeStruct((1,) + base.CANONICAL_SHAPE, jnp.float32))
   paths_and_shapes, tree = jax.tree_util.tree_flatten_with_path(shapes)
   kernel_sizes = [s.size for p, s in paths_and_shapes if p[-1].key == "kernel"]
   noise = jax.random.normal(rng, (sum(kernel_sizes),), jnp.float32)
@@ -160,10 +159,7 @@ def iresnet_apply(depth: int):
   model = iresnet(depth)
 
   def apply(variables, x, *, dropout_rate: float = 0.0, rng=None):
-    if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
-      raise ValueError(
-          f"iresnet{depth} apply: expected (N, 112, 112, 3) RGB 0..255, "
-          f"got shape {tuple(x.shape)}.")
+    base.check_canonical(x, f"iresnet{depth} apply")
     x = (jnp.asarray(x, jnp.float32) - 127.5) / 127.5
     rngs = {"dropout": rng} if dropout_rate > 0.0 and rng is not None else {}
     return model.apply(variables, x, dropout_rate, rngs=rngs)

@@ -41,7 +41,7 @@ from opom_jax.models import ops
 from opom_jax.models.importers import torch_reader
 
 EMB_DIM = 128
-# (expansion t, out channels c, repeats n, first stride s), from the authors' model.py.
+# (expansion t, out channels c, repeats n, first stride s), as the authors' network defines them.
 _BOTTLENECKS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
 _BN_EPS = 1e-5
 _CROP_X = slice(8, 104)  # SphereFace 96-wide frame inside the ArcFace 112 frame

@@ -1,0 +1,25 @@
+"""Writing files so that a killed process never leaves half of one."""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path, write: Callable[[BinaryIO], None]) -> pathlib.Path:
+  """Calls write(binary file) on a temporary file beside `path`, then renames it
+  over `path`: readers see the old file or the new one, never a partial one."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return path
+
+
+def atomic_write_text(path, text: str) -> pathlib.Path:
+  return atomic_write(path, lambda f: f.write(text.encode()))

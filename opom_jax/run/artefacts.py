@@ -1,0 +1,172 @@
+"""Stored results that a run reuses, tied to the settings that made them.
+
+Every artefact a later run may pick up again (masks, finished batches,
+checkpoints, cached features) is either stored with the settings it depends on
+(masks: refused when they differ, since the work directory's config.json must
+describe them) or stored under a path named by a digest of those settings
+(caches: other settings simply land elsewhere). Each is checked before reuse
+(readable, shape, float32, finite, within its bound), and written through a
+temporary file renamed into place, so a run killed mid-write never leaves a
+half file that looks complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from opom_jax.files import atomic_write
+
+# Masks are clipped to eps in float32; allow that rounding and no more.
+BOUND_SLACK = 1e-4
+
+
+class DamagedError(Exception):
+  """A stored file that cannot be trusted; str() is the reason."""
+
+
+def _plain(value):
+  """JSON-compatible form (tuples -> lists), so stored and current settings compare equal."""
+  return json.loads(json.dumps(value, sort_keys=True))
+
+
+def digest(settings) -> str:
+  """Short, stable hash of a JSON-able settings dict."""
+  text = json.dumps(settings, sort_keys=True)
+  return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def array_digest(*arrays) -> str:
+  """Hash of arrays' shapes, dtypes and bytes: identifies the inputs themselves."""
+  h = hashlib.sha1()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.shape}{a.dtype.str}".encode())
+    h.update(a.data)
+  return h.hexdigest()[:12]
+
+
+def mask_settings(cfg, method: str, names) -> dict:
+  """What a run's masks depend on.
+
+  Not people_per_batch, devices or checkpoint_every: every identity has its own
+  key (attack.identity_keys) and its own program, so masks do not depend on
+  how people are batched. cache_dir only says where the crops are kept.
+  """
+  data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "cache_dir"}
+  return _plain({
+      "attack": dataclasses.asdict(dataclasses.replace(cfg.attack, loss=method)),
+      "surrogates": list(cfg.surrogates),
+      "seed": cfg.seed,
+      "data": data,
+      "people": list(names),
+  })
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _short(value) -> str:
+  if isinstance(value, list) and len(value) > 4:
+    return f"{value[:3]}... ({len(value)} items)"
+  return repr(value) if isinstance(value, (str, list)) else str(value)
+
+
+def settings_change(stored: dict, current: dict) -> str | None:
+  """One phrase naming the first differing setting (and how many more), or None."""
+  old, new = _flatten(stored), _flatten(_plain(current))
+  changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+  if not changed:
+    return None
+  k = changed[0]
+  text = f"{k}={_short(old.get(k))}, now {_short(new.get(k))}"
+  if len(changed) > 1:
+    more = ", ".join(changed[1:4]) + ("..." if len(changed) > 4 else "")
+    text += f" (and {len(changed) - 1} more: {more})"
+  return text
+
+
+def array_problem(a: np.ndarray, shape: tuple, bound: float | None = None) -> str | None:
+  """Why `a` is not a trustworthy float32 array of `shape` within +-bound; None if it is.
+
+  A None in `shape` accepts any size along that axis.
+  """
+  if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+    return f"shape {tuple(a.shape)}, expected {tuple(shape)}"
+  if a.dtype != np.float32:
+    return f"dtype {a.dtype}, expected float32"
+  if not np.all(np.isfinite(a)):
+    return f"{int(np.size(a) - np.isfinite(a).sum())} values are not finite"
+  if bound is not None and a.size and float(np.max(np.abs(a))) > bound + BOUND_SLACK:
+    return f"max |value| {float(np.max(np.abs(a))):.4g} exceeds {bound:g}"
+  return None
+
+
+def save_array(path, a: np.ndarray) -> pathlib.Path:
+  return atomic_write(path, lambda f: np.save(f, a))
+
+
+def load_array(path, shape: tuple, bound: float | None = None) -> np.ndarray:
+  """A checked .npy file; DamagedError if it is unreadable or fails the checks."""
+  try:
+    a = np.load(path, allow_pickle=False)
+  except Exception as e:  # any failure to parse means the file cannot be trusted
+    raise DamagedError(f"unreadable: {_first_line(e)}") from None
+  problem = array_problem(a, shape, bound) if isinstance(a, np.ndarray) else "not an array"
+  if problem:
+    raise DamagedError(problem)
+  return a
+
+
+def write_json(path, obj) -> pathlib.Path:
+  return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+def save_masks(path, masks: np.ndarray, names, settings: dict, seconds: float) -> pathlib.Path:
+  """masks (P, H, W, C) float32 with the people's names and the settings that made them."""
+  settings = _plain(settings)
+  return atomic_write(path, lambda f: np.savez(
+      f, masks=np.asarray(masks, np.float32), names=np.array(list(names), dtype=str),
+      seconds=seconds, settings=json.dumps(settings, sort_keys=True),
+      settings_hash=digest(settings)))
+
+
+@dataclasses.dataclass
+class StoredMasks:
+  masks: np.ndarray
+  names: list[str]
+  settings: dict | None  # None: a file from before settings were recorded
+
+
+def read_masks(path) -> StoredMasks:
+  """The arrays of a masks file, unchecked; DamagedError if it cannot be read."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      masks, names = z["masks"], [str(n) for n in z["names"]]
+      settings = json.loads(str(z["settings"])) if "settings" in z.files else None
+  except Exception as e:  # a truncated zip, a missing key, bad JSON: all untrustworthy
+    raise DamagedError(f"unreadable: {_first_line(e)}") from None
+  return StoredMasks(masks, names, settings)
+
+
+def masks_problem(stored: StoredMasks, names, image_shape: tuple, eps: float) -> str | None:
+  """Why stored masks cannot be used for these people and this budget; None if they can."""
+  if stored.names != list(names):
+    return (f"masks of {len(stored.names)} people {_short(stored.names)}, "
+            f"expected {_short(list(names))}")
+  return array_problem(stored.masks, (len(names),) + tuple(image_shape), eps)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:160] if text else ''}"
