@@ -1,0 +1,2 @@
+"""Measuring protection: protection@k (the reference protocol), LFW verification,
+tables and figures."""

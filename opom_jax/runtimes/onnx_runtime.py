@@ -26,7 +26,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from opom_jax import paths
-from opom_jax.models.networks import onnx_mobilefacenets as onnx_import
+from opom_jax.models.networks import onnx_mobilefacenets
 from opom_jax.models.networks import faceplugin_mobilefacenet
 
 INTRA_OP_THREADS = 2
@@ -106,15 +106,15 @@ class OnnxRuntimeTarget:
 
 def foamliu_runtime(model_root=None, one_image_per_run: bool = False) -> OnnxRuntimeTarget:
   """foamliu MobileFaceNet fp32 (128-d), batched through a dynamic-batch copy."""
-  return OnnxRuntimeTarget(paths.model_file(onnx_import.FOAMLIU_FILE, model_root),
-                           "foamliu_onnx", onnx_import.foamliu_preprocess,
+  return OnnxRuntimeTarget(paths.model_file(onnx_mobilefacenets.FOAMLIU_FILE, model_root),
+                           "foamliu_onnx", onnx_mobilefacenets.foamliu_preprocess,
                            one_image_per_run=one_image_per_run, dynamic_batch=True)
 
 
 def w600k_runtime(model_root=None, one_image_per_run: bool = True) -> OnnxRuntimeTarget:
   """InsightFace w600k_mbf int8 (512-d), one image per run by default (see module doc)."""
-  return OnnxRuntimeTarget(paths.model_file(onnx_import.W600K_FILE, model_root),
-                           "w600k_int8_onnx", onnx_import.w600k_preprocess,
+  return OnnxRuntimeTarget(paths.model_file(onnx_mobilefacenets.W600K_FILE, model_root),
+                           "w600k_int8_onnx", onnx_mobilefacenets.w600k_preprocess,
                            one_image_per_run=one_image_per_run)
 
 
