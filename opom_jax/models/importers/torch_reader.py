@@ -29,6 +29,8 @@ import struct
 import zipfile
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -371,3 +373,10 @@ def conv_kernel(w: np.ndarray) -> np.ndarray:
 def dense_kernel(w: np.ndarray) -> np.ndarray:
   """torch Linear weight (out, in) -> (in, out), for ``x @ kernel``."""
   return np.ascontiguousarray(w.T)
+
+
+def conv_params(sd: dict[str, np.ndarray], prefix: str = "") -> dict[str, jax.Array]:
+  """A conv-net state_dict as float32 JAX params: keys without `prefix`, 4-d conv
+  kernels in HWIO, BatchNorm's `num_batches_tracked` counters dropped."""
+  return {key[len(prefix):]: jnp.asarray(conv_kernel(v) if v.ndim == 4 else v, jnp.float32)
+          for key, v in sd.items() if not key.endswith(".num_batches_tracked")}

@@ -104,13 +104,7 @@ def convert_state_dict(sd: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   if not sd or not all(k.startswith(_PREFIX) for k in sd):
     raise ValueError(f"not bubbliiiing's Arcface state_dict: expected every key to start "
                      f"with {_PREFIX!r}, got e.g. {sorted(sd)[:3]}")
-  params = {}
-  for key, value in sd.items():
-    if key.endswith(".num_batches_tracked"):
-      continue
-    if value.ndim == 4:
-      value = torch_reader.conv_kernel(value)
-    params[key[len(_PREFIX):]] = jnp.asarray(value, jnp.float32)
+  params = torch_reader.conv_params(sd, _PREFIX)
   needed = ["conv1.conv.weight", "conv2_dw.conv.weight", "sep.weight", "GDC_dw.weight",
             "features.weight", "last_bn.running_var"]
   needed += [f"{stage}.model.{n - 1}.project.bn.running_var" for _, stage, n in _STAGES]

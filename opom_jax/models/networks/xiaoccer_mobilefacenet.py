@@ -118,13 +118,7 @@ def apply(params, x, *, dropout_rate: float = 0.0, rng=None, flip_concat: bool =
 
 def convert_state_dict(sd: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """torch state_dict (from `torch_reader.load_state_dict`) -> params for `apply`."""
-  params = {}
-  for key, value in sd.items():
-    if key.endswith(".num_batches_tracked"):
-      continue
-    if value.ndim == 4:
-      value = torch_reader.conv_kernel(value)
-    params[key] = jnp.asarray(value, jnp.float32)
+  params = torch_reader.conv_params(sd)
   n_blocks = sum(n for _, _, n, _ in _BOTTLENECKS)
   needed = ["conv1.conv.weight", "dw_conv1.conv.weight", "conv2.conv.weight",
             "linear7.conv.weight", "linear1.bn.running_var",
