@@ -7,6 +7,7 @@ so a launcher defines only the flags it reads.
 import sys
 
 from absl import app
+from absl import logging
 from absl import flags
 
 from opom_jax import paths
@@ -24,14 +25,16 @@ FLAG_OF_SETTING = {
     "methods": "methods", "targets": "targets", "seed": "seed",
     "people_per_batch": "people_per_batch", "devices": "devices",
     "checkpoint_every": "checkpoint_every", "overwrite": "overwrite", "sweep": "sweep",
+    "verification": "verification", "verification_images": "verification_images",
     "data.data_root": "data_root", "data.dataset": "dataset", "data.cache_dir": "cache_dir",
     "data.max_people": "max_people", "data.people": "people", "data.n_train": "n_train",
     "data.min_photos": "min_photos", "data.max_distractors": "max_distractors",
     "attack.loss": "methods", "attack.rule": "rule", "attack.eps": "eps",
     "attack.step_size": "step_size", "attack.iters": "iters", "attack.nter": "nter",
     "attack.lower": "lower", "attack.upper": "upper", "attack.dropout_rate": "dropout",
-    "attack.diversity_prob": "diversity_prob",
-    "photos": "photos", "output": "output", "max_train": "max_train",
+    "attack.diversity_prob": "diversity_prob", "attack.eot_prob": "eot_prob",
+    "photos": "photos", "output": "output", "max_train": "max_train", "mask": "mask",
+    "save_mask": "save_mask", "face": "face", "format": "format", "quality": "quality",
     "data_root": "data_root", "dataset": "dataset", "models": "models", "pairs": "pairs", "max_pairs_per_fold": "max_pairs_per_fold",
     "batch_size": "batch_size",
 }
@@ -61,6 +64,8 @@ def run(main, renamed: dict[str, str] | None = None):
   flag_of_setting = {**FLAG_OF_SETTING, **(renamed or {})}
 
   def guarded(argv):
+    if not flags.FLAGS["verbosity"].present:  # JAX's INFO lines (no TPU...) are noise to a user
+      logging.set_verbosity(logging.WARNING)
     try:
       if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; every setting is a --flag")

@@ -23,6 +23,8 @@ PEOPLE_PER_BATCH = flags.DEFINE_integer("people_per_batch", 10, "Identities per 
 DEVICES = flags.DEFINE_integer("devices", 0, "Devices to shard identities over (0: all).")
 CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 0, "Checkpoint every K iterations (0: off).")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace stored masks made with other settings.")
+VERIFICATION = flags.DEFINE_bool("verification", True, "Also measure verification rejection at FAR 1e-3 (threshold per target on LFW pairs, cached).")
+VERIFICATION_IMAGES = flags.DEFINE_integer("verification_images", -1, "LFW pairs images the thresholds rest on (-1: all; fewer for quick checks).")
 
 
 def build_config() -> config_lib.RunConfig:
@@ -40,4 +42,5 @@ def build_config() -> config_lib.RunConfig:
       surrogates=tuple(attack_flags.SURROGATES.value), methods=methods,
       targets=tuple(TARGETS.value), seed=attack_flags.SEED.value,
       people_per_batch=PEOPLE_PER_BATCH.value, devices=DEVICES.value,
-      checkpoint_every=CHECKPOINT_EVERY.value, overwrite=OVERWRITE.value))
+      checkpoint_every=CHECKPOINT_EVERY.value, overwrite=OVERWRITE.value,
+      verification=VERIFICATION.value, verification_images=VERIFICATION_IMAGES.value))

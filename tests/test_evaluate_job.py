@@ -4,8 +4,10 @@ import csv
 import numpy as np
 import pytest
 
+from opom_jax import paths
 from opom_jax.attack import AttackConfig
 from opom_jax.errors import UserError
+from opom_jax.eval import thresholds
 from opom_jax.run import artefacts
 from opom_jax.run.config import DataConfig, RunConfig
 from opom_jax.run.evaluate import evaluate
@@ -15,9 +17,9 @@ from opom_jax.runtimes.jax_runtime import JaxTarget
 METHOD = "convex_hull"
 
 
-def _cfg(workdir, eps=255.0):
+def _cfg(workdir, eps=255.0, data_root="/data"):
   return RunConfig(workdir=str(workdir),
-                   data=DataConfig(data_root="/data", cache_dir=str(workdir / "cache")),
+                   data=DataConfig(data_root=data_root, cache_dir=str(workdir / "cache")),
                    attack=AttackConfig(eps=eps), surrogates=("foamliu_mbf",),
                    methods=(METHOD,), targets=())
 
@@ -51,8 +53,19 @@ def _protection_at_1(probe, clean, identity, distractors):
   return misses / pairs, pairs
 
 
+def _rejection(probe, clean, identity, threshold):
+  """Share of those pairs whose cosine is not above the verification threshold."""
+  rejected = pairs = 0
+  for i in range(len(probe)):
+    for j in range(len(probe)):
+      if i != j and identity[i] == identity[j]:
+        pairs += 1
+        rejected += not probe[i] @ clean[j] > threshold
+  return rejected / pairs
+
+
 def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
-  cfg = _cfg(tmp_path)
+  cfg = _cfg(tmp_path, data_root=str(paths.data_root()))
   faces = _faces(aligned_lfw)
   names = faces["train"]["names"]
   # A "mask" that replaces every photo of a person by the same black-and-white noise.
@@ -60,7 +73,8 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
   artefacts.save_masks(mask_path(tmp_path, METHOD), noise.astype(np.float32), names,
                        artefacts.mask_settings(cfg, METHOD, names), 0.0)
   target = JaxTarget(foamliu)
-  rows = evaluate(cfg, log=lambda _: None, faces=faces, targets=[("white-box", target)])
+  rows = evaluate(cfg, log=lambda _: None, faces=faces, targets=[("white-box", target)],
+                  verification_max_images=24)
 
   assert [(r["method"], r["target"], r["box"]) for r in rows] == [
       ("clean", "jax:foamliu_mbf", "white-box"), ("random_255", "jax:foamliu_mbf", "white-box"),
@@ -77,6 +91,24 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
   assert noise_protection >= 0.75
   assert all(r["pairs"] == pairs == 12 for r in rows)
   assert by_method["clean"]["psnr"] == float("inf") and by_method[METHOD]["psnr"] < 10
+  assert by_method["clean"]["ssim"] == pytest.approx(1.0) and by_method[METHOD]["ssim"] < 0.2
+  for r in rows:
+    assert r["protect@1_lo"] <= r["protect@1"] <= r["protect@1_hi"]
+    assert r["verif_reject_lo"] <= r["verif_reject"] <= r["verif_reject_hi"]
+
+  # The threshold the job used is the cached one: recomputing would embed again.
+  root = paths.data_root()
+  t = thresholds.lfw_threshold(target.name, _no_embedding,
+                               pairs_path=root / "lfw-protocol" / "pairs.txt",
+                               lfw_dir=root / "lfw-deepfunneled", cache_dir=cfg.data.cache_dir,
+                               max_images=24, log=lambda _: None)
+  assert 0 < t.value < 1
+  assert by_method["clean"]["verif_reject"] == pytest.approx(
+      _rejection(clean, clean, test["identity"], t.value))
+  assert by_method["clean"]["verif_reject"] <= 0.25
+  assert by_method[METHOD]["verif_reject"] == pytest.approx(
+      _rejection(target.embed(noisy), clean, test["identity"], t.value))
+  assert by_method[METHOD]["verif_reject"] >= 0.75
 
   with open(tmp_path / "results.csv") as f:
     written = list(csv.DictReader(f))
@@ -85,6 +117,48 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
   table = (tmp_path / "results.md").read_text().splitlines()
   assert len(table) == 2 + len(rows) and table[4].startswith(f"| {METHOD} | jax:foamliu_mbf |")
   assert (tmp_path / "protection.png").exists() and (tmp_path / "masks_preview.png").exists()
+  assert (tmp_path / "protection_per_person.png").stat().st_size > 0
+
+
+def _no_embedding(images):
+  raise AssertionError(f"embedded {len(images)} images: the threshold was not cached")
+
+
+class _ColourTarget:
+  """A fast stand-in target: the mean colour of each 8x8 block, L2-normalised."""
+  name = "colour_blocks"
+
+  def embed(self, images):
+    x = np.asarray(images, np.float32).reshape(len(images), 14, 8, 14, 8, 3).mean(axis=(2, 4))
+    x = x.reshape(len(images), -1) - 127.5
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _save_tiny_masks(cfg, scale):
+  masks = np.random.default_rng(1).uniform(-scale, scale, (2, 112, 112, 3)).astype(np.float32)
+  artefacts.save_masks(mask_path(cfg.workdir, METHOD), masks, ["A", "B"],
+                       artefacts.mask_settings(cfg, METHOD, ["A", "B"]), 0.0)
+
+
+def test_verification_can_be_turned_off(tmp_path):
+  cfg = _cfg(tmp_path, eps=8.0)   # /data holds no LFW: nothing may look for it
+  _save_tiny_masks(cfg, 8.0)
+  rows = evaluate(cfg, log=lambda _: None, faces=_tiny_faces(),
+                  targets=[("black-box", _ColourTarget())], verification=False)
+  assert [r["method"] for r in rows] == ["clean", "random_8", METHOD]
+  assert all("verif_reject" not in r and 0 < r["ssim"] <= 1 for r in rows)
+  with open(tmp_path / "results.csv") as f:
+    written = list(csv.DictReader(f))
+  assert written[0]["verif_reject"] == "" and float(written[0]["ssim"]) == pytest.approx(1.0)
+  assert float(written[2]["ssim"]) < 1
+
+
+def test_verification_without_lfw_names_the_missing_file(tmp_path):
+  cfg = _cfg(tmp_path, eps=8.0, data_root=str(tmp_path / "no_data"))
+  _save_tiny_masks(cfg, 8.0)
+  with pytest.raises(UserError) as e:
+    evaluate(cfg, log=lambda _: None, faces=_tiny_faces(), targets=[("black-box", _ColourTarget())])
+  assert str(tmp_path / "no_data" / "lfw-protocol" / "pairs.txt") in str(e.value)
 
 
 def _tiny_faces():

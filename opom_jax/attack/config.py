@@ -27,6 +27,9 @@ class AttackConfig:
   dropout_rate: float = setting(0.0, Range(0.0, 1.0, hi_open=True))
   # Input diversity: probability of a random resize-and-pad.
   diversity_prob: float = setting(0.0, Range(0.0, 1.0))
+  # Expectation over real-world transformations (attack.eot): probability of
+  # each of a random JPEG re-compression and a random down-and-up resize.
+  eot_prob: float = setting(0.0, Range(0.0, 1.0))
   random_start: bool = True
 
   def validate(self) -> "AttackConfig":

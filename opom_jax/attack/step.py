@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from opom_jax.attack import eot
 from opom_jax.attack import losses
 from opom_jax.attack import update_rules
 from opom_jax.attack.config import AttackConfig
@@ -63,11 +64,14 @@ def make_attack(applies: Sequence[SurrogateFn], cfg: AttackConfig):
 
   def step_one(state, images, valid, params):
     key, clean_key, adv_key, div_key = jax.random.split(state["key"], 4)
+    eot_key = jax.random.fold_in(div_key, 1)  # a 5th split would change every existing run's draws
     # DFANet: the clean features are recomputed through the dropout model.
     clean = features(params, images, clean_key) if cfg.dropout_rate > 0 else state["clean"]
 
     def total_loss(x_adv):
-      x_in = input_diversity(div_key, x_adv, cfg.diversity_prob)
+      # The photo is shared (re-compressed, resized) before a system aligns it.
+      x_in = input_diversity(div_key, eot.real_world(eot_key, x_adv, cfg.eot_prob),
+                             cfg.diversity_prob)
       adv = features(params, x_in, adv_key)
       terms = [loss_fn(a, c, valid, state["step"], lower=cfg.lower,
                        upper=cfg.upper, nter=cfg.nter) for a, c in zip(adv, clean)]

@@ -8,7 +8,8 @@ cv2.warpAffine into 112x112 with a black border. This module is the one home
 of the ArcFace template and of the similarity fit (`umeyama`).
 
 Every aligned face keeps its 2x3 forward transform M (photo -> crop), so a
-crop-space mask can be pasted back onto the original photo (`paste_back`).
+crop-space mask can be pasted back onto the original photo (`paste_back`,
+`photo_delta`), faded out towards the crop's edge so that no seam shows.
 """
 import dataclasses
 import functools
@@ -32,6 +33,11 @@ ARCFACE_TEMPLATE = np.array(
 # Reasons used in skip reports (align_file / iter_faces).
 UNREADABLE = "unreadable image"
 NO_FACE = "no face found"
+
+FACE_CHOICES = ("largest", "centre", "all")
+# Width (crop pixels) over which a pasted-back change fades to 0 towards the
+# crop's edge: a mask ending abruptly would draw the crop square on the photo.
+FEATHER = 6
 
 
 class AlignError(ValueError):
@@ -92,34 +98,47 @@ def five_points(shape68: np.ndarray) -> np.ndarray:
   ]).astype(np.float64)
 
 
-def detect_face(img: np.ndarray, upsample: int = 1, choose: str = "largest"):
-  """One dlib HOG face in a uint8 RGB photo -> ((5, 2) points, box).
+def detect_faces(img: np.ndarray, upsample: int = 1, choose: str = "largest"):
+  """The chosen dlib HOG faces of a uint8 RGB photo -> [((5, 2) points, box)].
 
-  choose: "largest" (the reference's OPOM protocol) or "centre" (the face
-  nearest the photo centre: LFW's labelled person when a bystander is larger).
-  box is the detection rectangle (left, top, right, bottom).
+  choose: "largest" (the reference's OPOM protocol), "centre" (the face
+  nearest the photo centre: LFW's labelled person when a bystander is larger),
+  each one face, or "all": every face, largest first (equal areas in dlib's
+  order). box is the detection rectangle (left, top, right, bottom).
 
   Raises AlignError(NO_FACE) when the detector finds nothing.
   """
+  if choose not in FACE_CHOICES:
+    raise ValueError(f"detect_faces: choose must be one of {FACE_CHOICES}, got {choose!r}")
   img = _as_rgb_uint8(img)
   detector, predictor = _dlib_models()
-  rects = detector(img, upsample)
-  if len(rects) == 0:  # pylint: disable=g-explicit-length-test
+  rects = list(detector(img, upsample))
+  if not rects:
     raise AlignError(NO_FACE)
   h, w = img.shape[:2]
+  # sorted() is stable: the first of equal areas stays first, as in dlib's order.
+  by_area = sorted(rects, key=lambda r: -r.width() * r.height())
   if choose == "largest":
-    # max() keeps the first of equal areas, i.e. dlib's order.
-    rect = max(rects, key=lambda r: r.width() * r.height())
+    rects = by_area[:1]
   elif choose == "centre":
-    rect = min(rects, key=lambda r: ((r.left() + r.right()) / 2 - w / 2) ** 2 +
-               ((r.top() + r.bottom()) / 2 - h / 2) ** 2)
+    rects = [min(rects, key=lambda r: ((r.left() + r.right()) / 2 - w / 2) ** 2 +
+                 ((r.top() + r.bottom()) / 2 - h / 2) ** 2)]
   else:
-    raise ValueError(f"detect_face: choose must be 'largest' or 'centre', got {choose!r}")
-  shape = predictor(img, rect)
-  pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-  box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()],
-                 dtype=np.int64)
-  return five_points(pts), box
+    rects = by_area
+  faces = []
+  for rect in rects:
+    shape = predictor(img, rect)
+    pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+    box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.int64)
+    faces.append((five_points(pts), box))
+  return faces
+
+
+def detect_face(img: np.ndarray, upsample: int = 1, choose: str = "largest"):
+  """One face ("largest" or "centre", see detect_faces) -> ((5, 2) points, box)."""
+  if choose == "all":
+    raise ValueError("detect_face finds one face; use detect_faces(choose='all')")
+  return detect_faces(img, upsample, choose)[0]
 
 
 def detect_landmarks(img: np.ndarray, upsample: int = 1) -> np.ndarray:
@@ -178,13 +197,22 @@ def align_face(img: np.ndarray, points: np.ndarray):
   return crop, m
 
 
-def align_image(img: np.ndarray, upsample: int = 1, choose: str = "largest") -> AlignedFace:
-  """Detect + landmarks + align one uint8 RGB photo (raises AlignError)."""
+def align_faces(img: np.ndarray, upsample: int = 1, choose: str = "largest") -> list[AlignedFace]:
+  """Detect + landmarks + align the chosen faces (see detect_faces) of one uint8 RGB photo."""
   img = _as_rgb_uint8(img)
-  points, box = detect_face(img, upsample, choose)
-  crop, m = align_face(img, points)
-  return AlignedFace(crop=crop, landmarks=points, transform=m, box=box,
-                     image_size=(img.shape[0], img.shape[1]))
+  faces = []
+  for points, box in detect_faces(img, upsample, choose):
+    crop, m = align_face(img, points)
+    faces.append(AlignedFace(crop=crop, landmarks=points, transform=m, box=box,
+                             image_size=(img.shape[0], img.shape[1])))
+  return faces
+
+
+def align_image(img: np.ndarray, upsample: int = 1, choose: str = "largest") -> AlignedFace:
+  """Detect + landmarks + align one face of a uint8 RGB photo (raises AlignError)."""
+  if choose == "all":
+    raise ValueError("align_image aligns one face; use align_faces(choose='all')")
+  return align_faces(img, upsample, choose)[0]
 
 
 def align_file(path: str | os.PathLike) -> AlignedFace:
@@ -198,14 +226,56 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
   return points @ np.asarray(m, np.float64)[:, :2].T + np.asarray(m)[:, 2]
 
 
+def feather_alpha() -> np.ndarray:
+  """(112, 112) float32 weight: 1 inside, falling smoothly to 0 on the crop's edge pixels."""
+  edge = np.minimum(np.arange(CROP_SIZE), CROP_SIZE - 1 - np.arange(CROP_SIZE))
+  t = np.clip(edge / FEATHER, 0.0, 1.0)
+  ramp = t * t * (3 - 2 * t)   # smoothstep: no kink where the fade starts
+  return np.outer(ramp, ramp).astype(np.float32)
+
+
+def face_footprint(m: np.ndarray, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+  """(x0, y0, x1, y1): the photo pixels a crop of transform M can touch, clipped to the photo."""
+  inverse = cv2.invertAffineTransform(np.asarray(m, np.float64))
+  corners = apply_transform(inverse, [[-1, -1], [CROP_SIZE, -1], [-1, CROP_SIZE],
+                                      [CROP_SIZE, CROP_SIZE]])
+  h, w = image_size
+  x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [w, h])
+  x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, [w, h])
+  return int(x0), int(y0), int(x1), int(y1)
+
+
+def photo_delta(delta: np.ndarray, m: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+  """A crop-space float change (112, 112, 3) -> the same change on the photo (H, W, 3) float32.
+
+  The change is faded to 0 at the crop's edge (`feather_alpha`) and warped
+  with the inverse of M (bilinear): nothing outside the crop's footprint
+  changes and no seam marks its edge. Only the footprint's bounding box is
+  warped: the warp costs the face's size, not the photo's.
+  """
+  delta = np.asarray(delta, np.float32) * feather_alpha()[..., None]
+  m = np.asarray(m, np.float64)
+  out = np.zeros((*image_size, delta.shape[-1]), np.float32)
+  x0, y0, x1, y1 = face_footprint(m, image_size)
+  if x1 <= x0 or y1 <= y0:
+    return out
+  # Photo pixel (x + x0, y + y0) of the box maps to the crop as M (x + x0, y + y0, 1).
+  m_box = m.copy()
+  m_box[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+  out[y0:y1, x0:x1] = cv2.warpAffine(
+      delta, m_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+      borderValue=0.0).reshape(y1 - y0, x1 - x0, -1)
+  return out
+
+
 def paste_back(original: np.ndarray, crop_or_delta: np.ndarray,
                m: np.ndarray) -> np.ndarray:
   """Carries a crop-space change back into the original photo.
 
   `crop_or_delta` is either a protected crop (uint8, e.g. clip(crop + mask))
-  or a float delta in crop space (112, 112, 3). The delta is warped with the
-  inverse of M (bilinear) and added only where the 112x112 crop covers the
-  photo.
+  or a float delta in crop space (112, 112, 3). The delta is feathered and
+  warped with the inverse of M (`photo_delta`), so only the face region
+  changes.
   Returns the protected photo as uint8, same shape as `original`.
   """
   original = _as_rgb_uint8(original)
@@ -220,13 +290,7 @@ def paste_back(original: np.ndarray, crop_or_delta: np.ndarray,
     delta = crop_or_delta.astype(np.float32) - clean.astype(np.float32)
   else:
     delta = np.asarray(crop_or_delta, np.float32)
-  h, w = original.shape[:2]
-  # Outside the crop square the warped delta is the zero border, so only the
-  # face region changes; its edge fades over one pixel (bilinear), no seam.
-  delta_photo = cv2.warpAffine(
-      delta, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-      borderValue=0.0)
-  out = original.astype(np.float32) + delta_photo
+  out = original.astype(np.float32) + photo_delta(delta, m, original.shape[:2])
   return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -1,4 +1,4 @@
-"""Pictures of a run: a protection bar chart and a grid of masks on faces."""
+"""Pictures of a run: protection bars, its spread over people, and masks on faces."""
 from __future__ import annotations
 
 import pathlib
@@ -7,6 +7,16 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs write files, never open windows
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+
+from opom_jax.files import atomic_write
+
+
+def _save(fig, path, dpi: int) -> pathlib.Path:
+  """Writes the figure as PNG atomically and closes it."""
+  try:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+  finally:
+    plt.close(fig)
 
 
 def protection_chart(rows: list[dict], path) -> pathlib.Path:
@@ -24,9 +34,31 @@ def protection_chart(rows: list[dict], path) -> pathlib.Path:
   ax.set_ylim(0, 1)
   ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return pathlib.Path(path)
+  return _save(fig, path, dpi=120)
+
+
+def per_person_protection(per_person: dict[tuple[str, str], np.ndarray], path) -> pathlib.Path:
+  """Protection@1 of each person: a box and the people as points, per method and target.
+
+  per_person: (method, target) -> (P,) protection per person (nan: not measured).
+  """
+  targets = list(dict.fromkeys(t for _, t in per_person))
+  methods = list(dict.fromkeys(m for m, _ in per_person))
+  fig, axes = plt.subplots(1, len(targets), figsize=(1.0 + 0.7 * len(methods) * len(targets), 3.6),
+                           squeeze=False, sharey=True)
+  jitter = np.random.default_rng(0)   # fixed: the same data draws the same picture
+  for ax, t in zip(axes[0], targets):
+    values = [per_person.get((m, t), np.array([np.nan])) for m in methods]
+    values = [v[np.isfinite(v)] for v in values]
+    ax.boxplot(values, positions=np.arange(len(methods)), widths=0.6, showfliers=False)
+    for i, v in enumerate(values):
+      ax.scatter(i + jitter.uniform(-0.18, 0.18, len(v)), v, s=8, alpha=0.6, color=f"C{i}")
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=35, ha="right", fontsize=7)
+    ax.set_title(t, fontsize=8)
+    ax.set_ylim(-0.03, 1.03)
+  axes[0, 0].set_ylabel("protection@1 per person")
+  fig.tight_layout()
+  return _save(fig, path, dpi=120)
 
 
 def mask_grid(clean: np.ndarray, masks: dict[str, np.ndarray], eps: float, path) -> pathlib.Path:
@@ -52,6 +84,4 @@ def mask_grid(clean: np.ndarray, masks: dict[str, np.ndarray], eps: float, path)
   for ax in axes.ravel():
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return pathlib.Path(path)
+  return _save(fig, path, dpi=100)

@@ -19,7 +19,6 @@ from opom_jax import settings
 from opom_jax.eval import verification
 from opom_jax.eval.tables import markdown_table
 from opom_jax.models import zoo
-from opom_jax.run import config as run_config
 from opom_jax.settings import Choice, Range, Required, SettingError, setting
 
 ACCURACY_FILE = paths.REPO_ROOT / "configs" / "lfw_accuracy.json"
@@ -50,7 +49,7 @@ class LfwBenchmarkConfig:
 def validate(cfg: LfwBenchmarkConfig) -> LfwBenchmarkConfig:
   """Declared ranges and choices, the weights of every model, and the LFW folder."""
   settings.check(cfg)
-  run_config.check_weights(cfg.model_root, [("models", n) for n in cfg.model_names()])
+  zoo.check_weights(cfg.model_root, [("models", n) for n in cfg.model_names()])
   if not (pathlib.Path(cfg.data_root) / cfg.dataset).is_dir():
     raise SettingError("dataset", cfg.dataset, f"is not a folder in data_root {cfg.data_root}")
   if not cfg.pairs_file().is_file():

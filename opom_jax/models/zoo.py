@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pathlib
 from typing import Callable
 
 import jax
@@ -15,6 +16,7 @@ import jax
 from opom_jax import paths
 from opom_jax.models.base import Surrogate
 from opom_jax.registry import Registry
+from opom_jax.settings import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,3 +123,21 @@ def load_target(name: str, model_root=None):
   if entry.runtime is None:
     raise KeyError(f"model {name!r} has no runtime here; use 'jax:{name}' as the target")
   return _resolve(entry.runtime)(model_root)
+
+
+def check_weights(model_root: str, models: list[tuple[str, str]]):
+  """The weights file of each (setting, model name) (dlib's come with its package).
+
+  An unresolvable model root raises paths.MissingPathError, which names the flag
+  and the environment variable to set.
+  """
+  for setting_name, name in models:
+    arch, _, checkpoint = name.removeprefix("jax:").partition("@")
+    if arch in IRESNETS:
+      if checkpoint and not pathlib.Path(checkpoint).exists():
+        raise SettingError(setting_name, name, f"names the checkpoint {checkpoint}, which does not exist")
+      continue
+    entry = ZOO[arch]
+    if entry.file and not (paths.model_root(model_root or None) / entry.file).is_file():
+      raise SettingError("model_root", model_root,
+                         f"has no weights file {entry.file} (needed by {setting_name} {name})")

@@ -12,13 +12,13 @@ half file that looks complete.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 
 import numpy as np
 
 from opom_jax.files import atomic_write
+from opom_jax.fingerprint import array_digest, digest
 
 # Masks are clipped to eps in float32; allow that rounding and no more.
 BOUND_SLACK = 1e-4
@@ -31,22 +31,6 @@ class DamagedError(Exception):
 def _plain(value):
   """JSON-compatible form (tuples -> lists), so stored and current settings compare equal."""
   return json.loads(json.dumps(value, sort_keys=True))
-
-
-def digest(settings) -> str:
-  """Short, stable hash of a JSON-able settings dict."""
-  text = json.dumps(settings, sort_keys=True)
-  return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def array_digest(*arrays) -> str:
-  """Hash of arrays' shapes, dtypes and bytes: identifies the inputs themselves."""
-  h = hashlib.sha1()
-  for a in arrays:
-    a = np.ascontiguousarray(a)
-    h.update(f"{a.shape}{a.dtype.str}".encode())
-    h.update(a.data)
-  return h.hexdigest()[:12]
 
 
 def mask_settings(cfg, method: str, names) -> dict:

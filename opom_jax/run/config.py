@@ -72,6 +72,9 @@ class RunConfig:
   devices: int = setting(0, Range(0, _device_count))  # 0: all local devices
   checkpoint_every: int = setting(0, Range(0))        # 0: no mid-run checkpoints
   overwrite: bool = False             # replace stored artefacts made with other settings
+  # Verification rejection at FAR 1e-3, its threshold set once per target on LFW pairs.
+  verification: bool = True
+  verification_images: int = setting(-1, Range(1, special=((-1, "every image of the pairs file"),)))
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -86,6 +89,10 @@ class RunConfig:
     return cls(**d)
 
 
+PROTECT_FACES = ("largest", "centre", "all")
+PROTECT_FORMATS = ("png", "jpeg")
+
+
 @dataclasses.dataclass(frozen=True)
 class ProtectConfig:
   """Protecting one person's photo folder (experiments.protect)."""
@@ -96,36 +103,26 @@ class ProtectConfig:
   surrogates: tuple[str, ...] = setting(("foamliu_mbf",), SURROGATES)
   max_train: int = setting(10, Range(1))
   seed: int = setting(0, SEED)
+  mask: str = ""                      # a saved mask (.npz) to apply instead of learning one
+  save_mask: str = ""                 # where to keep the learned mask (.npz), if anywhere
+  # Which faces of a photo: the largest, the one nearest the centre, or all
+  # (every face gets the person's mask; the mask learns from the largest).
+  face: str = setting("largest", Choice(lambda: PROTECT_FACES, "face choice"))
+  format: str = setting("png", Choice(lambda: PROTECT_FORMATS, "output format"))
+  quality: int = setting(95, Range(1, 100))   # JPEG quality (format=jpeg only)
 
 
 def validate(cfg: RunConfig | ProtectConfig) -> RunConfig | ProtectConfig:
   """Every declared range and choice, then the files the settings name; SettingError if not."""
   settings.check(cfg)
-  check_weights(cfg.model_root, [("surrogates", s) for s in cfg.surrogates]
-                + [("targets", t) for t in getattr(cfg, "targets", ())])
+  learns = not (isinstance(cfg, ProtectConfig) and cfg.mask)  # a saved mask needs no surrogate
+  zoo.check_weights(cfg.model_root, [("surrogates", s) for s in cfg.surrogates if learns]
+                    + [("targets", t) for t in getattr(cfg, "targets", ())])
   if isinstance(cfg, RunConfig):
     _check_data(cfg)
     if pathlib.Path(cfg.workdir).exists() and not pathlib.Path(cfg.workdir).is_dir():
       raise SettingError("workdir", cfg.workdir, "is a file, not a folder")
   return cfg
-
-
-def check_weights(model_root: str, models: list[tuple[str, str]]):
-  """The weights file of each (setting, model name) (dlib's come with its package).
-
-  An unresolvable model root raises paths.MissingPathError, which names the flag
-  and the environment variable to set.
-  """
-  for setting_name, name in models:
-    arch, _, checkpoint = name.removeprefix("jax:").partition("@")
-    if arch in zoo.IRESNETS:
-      if checkpoint and not pathlib.Path(checkpoint).exists():
-        raise SettingError(setting_name, name, f"names the checkpoint {checkpoint}, which does not exist")
-      continue
-    entry = zoo.ZOO[arch]
-    if entry.file and not (paths.model_root(model_root or None) / entry.file).is_file():
-      raise SettingError("model_root", model_root,
-                         f"has no weights file {entry.file} (needed by {setting_name} {name})")
 
 
 def _check_data(cfg: RunConfig):

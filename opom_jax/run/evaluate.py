@@ -8,8 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from opom_jax import fingerprint
 from opom_jax.errors import UserError
-from opom_jax.eval import metrics
+from opom_jax.eval import metrics, quality, thresholds
 from opom_jax.eval.tables import markdown_table, write_results
 from opom_jax.run import artefacts
 from opom_jax.run.config import RunConfig
@@ -33,7 +34,7 @@ def _control_masks(cfg: RunConfig, num_people: int) -> dict[str, np.ndarray]:
 
 def features_dir(cfg: RunConfig) -> pathlib.Path:
   """Clean-photo features depend only on the data and the model: shared by every run."""
-  data_key = artefacts.digest(dataclasses.asdict(cfg.data))
+  data_key = fingerprint.digest(dataclasses.asdict(cfg.data))
   return pathlib.Path(cfg.data.cache_dir) / "features" / data_key
 
 
@@ -41,8 +42,8 @@ def _cached_features(directory, target_name: str, what: str, images, embed, *,
                      model_root: str = "", log: Log = None) -> np.ndarray:
   """embed(images) as float32, cached under a name keyed by the target and the images themselves."""
   log = log or progress_log
-  key = artefacts.digest({"target": target_name, "model_root": model_root,
-                          "images": artefacts.array_digest(images)})
+  key = fingerprint.digest({"target": target_name, "model_root": model_root,
+                          "images": fingerprint.array_digest(images)})
   path = pathlib.Path(directory) / f"{target_name.replace(':', '_')}__{what}__{key}.npy"
   if path.exists():
     try:
@@ -91,28 +92,71 @@ def _load_masks(cfg: RunConfig, method: str, names, image_shape) -> np.ndarray:
   return stored.masks
 
 
-FIELDS = ["method", "target", "box", "protect@1", "protect@5", "protect@10",
-          "person_mean@1", "train_protect@1", "psnr", "pairs"]
+FIELDS = ["method", "target", "box", "protect@1", "protect@1_lo", "protect@1_hi",
+          "protect@5", "protect@10", "person_mean@1", "train_protect@1",
+          "verif_reject", "verif_reject_lo", "verif_reject_hi", "psnr", "ssim", "pairs"]
+
+
+def verification_threshold(cfg: RunConfig, target_name: str, embed, max_images: int | None,
+                           log: Log) -> thresholds.Threshold:
+  """The target's cosine threshold at FAR 1e-3 on the LFW pairs of the data root (cached)."""
+  root = pathlib.Path(cfg.data.data_root)
+  pairs_path, lfw_dir = root / "lfw-protocol" / "pairs.txt", root / "lfw-deepfunneled"
+  for needed in (pairs_path, lfw_dir):
+    if not needed.exists():
+      raise UserError(f"{needed} is missing: the verification threshold needs the LFW pairs "
+                      f"file and photos under --data_root={cfg.data.data_root}")
+  t = thresholds.lfw_threshold(target_name, embed, pairs_path=pairs_path, lfw_dir=lfw_dir,
+                               cache_dir=cfg.data.cache_dir, model_root=cfg.model_root,
+                               max_images=max_images, log=log)
+  log(f"evaluate: {target_name} verifies cosine > {t.value:.4f} at FAR {t.far:g}, set on "
+      f"{t.impostor_pairs} impostor pairs of {t.images} LFW images")
+  return t
+
+
+def _row(method, target_name, box, test, prot_test, res, uni, rejection) -> dict:
+  lo, hi = res.ci(1)
+  row = {"method": method, "target": target_name, "box": box,
+         "protect@1": res.pooled[1], "protect@1_lo": lo, "protect@1_hi": hi,
+         "protect@5": res.pooled[5], "protect@10": res.pooled[10],
+         "person_mean@1": res.person_mean(1), "train_protect@1": uni.pooled[1],
+         "psnr": metrics.psnr(prot_test, test["images"]),
+         "ssim": quality.ssim(prot_test, test["images"]), "pairs": res.pairs}
+  if rejection is not None:
+    row["verif_reject"] = rejection.rate
+    row["verif_reject_lo"], row["verif_reject_hi"] = rejection.ci()
+  return row
 
 
 def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
-             targets: Sequence[tuple[str, Any]] | None = None) -> list[dict]:
+             targets: Sequence[tuple[str, Any]] | None = None, verification: bool | None = None,
+             verification_max_images: int | None = None) -> list[dict]:
   """Protection of every method's masks against the surrogate(s) and the targets.
 
   `targets`, (box, runtime) pairs with runtime.name and runtime.embed, replaces
   the zoo targets named by cfg (white-box JAX surrogates, then cfg.targets).
+  `verification`: also the share of (protected, clean) same-person pairs each
+  target rejects at FAR 1e-3; its threshold is set once per target on LFW
+  (all of the pairs file's images, or the first verification_max_images).
+  Both default to the config's `verification` and `verification_images`.
   """
   log = log or progress_log
+  if verification is None:
+    verification = cfg.verification
+  if verification_max_images is None and cfg.verification_images > 0:
+    verification_max_images = cfg.verification_images
   faces = faces or load_faces(cfg, log)
   train, test, distractors = faces["train"], faces["test"], faces["distractor"]
   names = list(train["names"])
   masks = _control_masks(cfg, len(names))
   for method in cfg.methods:
     masks[method] = _load_masks(cfg, method, names, train["images"].shape[1:])
-  rows = []
+  rows, per_person = [], {}
   for box, target_name, load in _targets(cfg, targets):
     log(f"evaluate: {target_name} ({box}) on {len(distractors['images'])} distractors")
     embed = load().embed
+    threshold = (verification_threshold(cfg, target_name, embed, verification_max_images, log)
+                 if verification else None)
     dis, clean_test = (
         _cached_features(features_dir(cfg), target_name, what, images, embed,
                          model_root=cfg.model_root, log=log)
@@ -121,29 +165,36 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
       t0 = time.time()
       prot_test = protect(test["images"], test["identity"], m)
       prot_train = protect(train["images"], train["identity"], m)
-      res = metrics.protection(embed(prot_test), clean_test, test["identity"], dis)
+      probe = embed(prot_test)
+      res = metrics.protection(probe, clean_test, test["identity"], dis)
       uni = metrics.protection(embed(prot_train), clean_test, test["identity"], dis,
-                          probe_identity=train["identity"], exclude_same_index=False)
-      row = {"method": method, "target": target_name, "box": box,
-             "protect@1": res.pooled[1], "protect@5": res.pooled[5], "protect@10": res.pooled[10],
-             "person_mean@1": res.person_mean(1), "train_protect@1": uni.pooled[1],
-             "psnr": metrics.psnr(prot_test, test["images"]), "pairs": res.pairs}
+                               probe_identity=train["identity"], exclude_same_index=False)
+      rejection = (None if threshold is None else
+                   metrics.verification_rejection(probe, clean_test, test["identity"],
+                                                  threshold.value))
+      row = _row(method, target_name, box, test, prot_test, res, uni, rejection)
       rows.append(row)
+      per_person[(method, target_name)] = res.per_person[1]
       log(f"  {method:>16s} vs {target_name}: protect@1 {row['protect@1']:.3f} "
-          f"@5 {row['protect@5']:.3f} @10 {row['protect@10']:.3f} ({time.time() - t0:.0f}s)")
+          f"[{row['protect@1_lo']:.3f}, {row['protect@1_hi']:.3f}] @5 {row['protect@5']:.3f} "
+          f"@10 {row['protect@10']:.3f}"
+          + (f" verif_reject {row['verif_reject']:.3f}" if rejection is not None else "")
+          + f" ({time.time() - t0:.0f}s)")
   write_results(cfg.workdir, rows, FIELDS)
-  _write_pictures(cfg, rows, test, masks, log)
+  _write_pictures(cfg, rows, per_person, test, masks, log)
   return rows
 
 
-def _write_pictures(cfg: RunConfig, rows, test, masks, log: Log):
+def _write_pictures(cfg: RunConfig, rows, per_person, test, masks, log: Log):
   from opom_jax.eval import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
+  workdir = pathlib.Path(cfg.workdir)
   first = [int(np.flatnonzero(test["identity"] == p)[0]) for p in np.unique(test["identity"])[:6]]
   learned = {m: masks[m][test["identity"][first]] for m in cfg.methods}
   grid = figures.mask_grid(test["images"][first], learned, cfg.attack.eps,
-                          pathlib.Path(cfg.workdir) / "masks_preview.png")
-  chart = figures.protection_chart(rows, pathlib.Path(cfg.workdir) / "protection.png")
-  log(f"pictures: {grid}, {chart}")
+                           workdir / "masks_preview.png")
+  chart = figures.protection_chart(rows, workdir / "protection.png")
+  spread = figures.per_person_protection(per_person, workdir / "protection_per_person.png")
+  log(f"pictures: {grid}, {chart}, {spread}")
 
 
 def _targets(cfg: RunConfig, given):

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from opom_jax import attack
+from opom_jax import fingerprint
 from opom_jax.run import artefacts
 from opom_jax.run import sharding
 from opom_jax.run.checkpoint import AttackCheckpointer
@@ -29,7 +30,7 @@ from opom_jax.run.log import progress_log
 
 
 def progress_dir(workdir, settings: dict) -> pathlib.Path:
-  return pathlib.Path(workdir) / artefacts.digest(settings)
+  return pathlib.Path(workdir) / fingerprint.digest(settings)
 
 
 def _jit_attack(applies: tuple, cfg: attack.AttackConfig):
@@ -87,8 +88,8 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
   init, step = _compiled_attack(tuple(applies), cfg)
   if workdir:
     key = {"attack": dataclasses.asdict(cfg), "seed": seed, "batch": batch,
-           "inputs": artefacts.array_digest(images, valid),
-           "weights": artefacts.array_digest(*jax.tree.leaves(params)), **(settings or {})}
+           "inputs": fingerprint.array_digest(images, valid),
+           "weights": fingerprint.array_digest(*jax.tree.leaves(params)), **(settings or {})}
     workdir = progress_dir(workdir, key)
     artefacts.write_json(workdir / "settings.json", key)
   params = sharding.replicate(params, mesh)

@@ -1,10 +1,13 @@
-"""Protect one person's own photo folder: learn their mask, apply it to every photo.
+"""Protect one person's own photo folder: learn their mask (or load a saved
+one), apply it to every photo.
 
-Every photo is aligned (its 112x112 crop and transform are kept), one
-universal mask is learned from the crops, and the mask is warped back onto
-each original photo, changing only the face region. Photos without a usable
-face are listed, not fatal. Output is PNG: JPEG compression would erase much
-of an 8/255 perturbation.
+Every photo is turned upright (EXIF orientation) and aligned (its 112x112
+crops and transforms are kept), one universal mask is learned from the crops,
+and the mask is warped back onto each original photo at its full resolution,
+faded out at the crop's edge, changing only the face region. Photos without a
+usable face (unreadable, empty, too small, no face) are listed in the summary,
+never fatal. Output is PNG unless JPEG is asked for: JPEG compression erases
+much of an 8/255 perturbation. Outputs carry no EXIF or other metadata.
 
 The user's originals are never at risk: the output folder may not be the
 photos folder or lie inside it, each output keeps its original's full name
@@ -14,29 +17,33 @@ can fail runs before the slow work (alignment, model loading, learning).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
-import os
 import pathlib
 import tempfile
 
 import numpy as np
-from PIL import Image
 
-from opom_jax import attack
 from opom_jax.data.splits import PHOTO_EXTENSIONS
 from opom_jax.errors import UserError
-from opom_jax.files import atomic_write
+from opom_jax.eval import contact_sheet
+from opom_jax.files import atomic_write_text
 from opom_jax.run import config as config_lib
+from opom_jax.run import mask_file
+from opom_jax.run import photo_io
 from opom_jax.run.config import ProtectConfig
 from opom_jax.run.learn import learn_masks
 from opom_jax.run.log import progress_log
 
-PROTECTED_SUFFIX = ".protected.png"
-MASK_FILE = "mask.npy"
+MASK_FILE = "mask.npz"
 REPORT_FILE = "report.json"
+SHEET_FILE = "contact_sheet.png"
 NOT_A_PHOTO = "not a photo file extension"
-ALREADY_PROTECTED = f"a protected output (name ends in {PROTECTED_SUFFIX}), not an original"
+ALREADY_PROTECTED = ("a protected output (name ends in "
+                     f"{' or '.join(photo_io.SUFFIXES.values())}), not an original")
+JPEG_WARNING = ("warning: --format=jpeg: JPEG compression (quality {quality}) weakens the mask; "
+                "PNG keeps it intact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +51,7 @@ class ProtectResult:
   protected: list[str]   # output paths, one per protected photo
   skipped: list[dict]    # {"path", "reason"} of every file not protected
   mask_path: str
-
-
-def output_name(photo_name: str) -> str:
-  """The output file name of a photo: its whole name (extension included) + PROTECTED_SUFFIX."""
-  return photo_name + PROTECTED_SUFFIX
-
-
-def is_protected_output(photo_name: str) -> bool:
-  return photo_name.lower().endswith(PROTECTED_SUFFIX)
+  faces: dict[str, int]  # output path -> number of faces protected in it
 
 
 def list_photos(photos_dir: pathlib.Path) -> tuple[list[pathlib.Path], list[dict]]:
@@ -61,7 +60,7 @@ def list_photos(photos_dir: pathlib.Path) -> tuple[list[pathlib.Path], list[dict
     raise UserError(f"--photos={photos_dir} is not a folder of photos")
   photos, skipped = [], []
   for path in sorted(p for p in photos_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-    if is_protected_output(path.name):
+    if photo_io.is_protected_output(path.name):
       skipped.append({"path": str(path), "reason": ALREADY_PROTECTED})
     elif path.suffix.lower() not in PHOTO_EXTENSIONS:
       skipped.append({"path": str(path), "reason": NOT_A_PHOTO})
@@ -70,7 +69,7 @@ def list_photos(photos_dir: pathlib.Path) -> tuple[list[pathlib.Path], list[dict
   if not photos:
     raise UserError(f"--photos={photos_dir} has no photo files to protect "
                     f"(extensions {', '.join(sorted(PHOTO_EXTENSIONS))}; "
-                    f"*{PROTECTED_SUFFIX} outputs are not counted)")
+                    f"*.protected.* outputs are not counted)")
   return photos, skipped
 
 
@@ -91,48 +90,116 @@ def prepare_output_dir(photos_dir: pathlib.Path, output_dir: pathlib.Path) -> No
                     f"{e.strerror or e}") from None
 
 
-def protect_folder(cfg: ProtectConfig, log=None) -> ProtectResult:
-  """Writes `<name>.protected.png` per photo with a face, mask.npy and report.json.
+def _check_mask_options(cfg: ProtectConfig) -> mask_file.SavedMask | None:
+  """The saved mask to apply (None: learn one), and a usable --save_mask target."""
+  if cfg.mask and cfg.save_mask:
+    raise UserError(f"--save_mask={cfg.save_mask} keeps a learned mask; "
+                    f"--mask={cfg.mask} is already a saved one")
+  if cfg.save_mask and pathlib.Path(cfg.save_mask).expanduser().is_dir():
+    raise UserError(f"--save_mask={cfg.save_mask} is a folder; name the .npz file to write")
+  return mask_file.load_mask(pathlib.Path(cfg.mask).expanduser()) if cfg.mask else None
 
-  Every check a user can fail (settings, weights, photos, output folder) runs
-  before any face is aligned or model loaded.
+
+def protect_folder(cfg: ProtectConfig, log=None) -> ProtectResult:
+  """Writes `<name>.protected.<png|jpg>` per photo with a face, mask.npz, report.json
+  and contact_sheet.png into cfg.output, and logs a summary.
+
+  Every check a user can fail (settings, weights, photos, output folder, saved
+  mask) runs before any face is aligned or model loaded.
   """
   log = log or progress_log
   cfg = config_lib.validate(cfg)
   photos_dir = pathlib.Path(cfg.photos).expanduser()
   output_dir = pathlib.Path(cfg.output).expanduser()
   photo_paths, skipped = list_photos(photos_dir)
+  saved = _check_mask_options(cfg)
   prepare_output_dir(photos_dir, output_dir)
+  if cfg.format == "jpeg":
+    log(JPEG_WARNING.format(quality=cfg.quality))
 
   from opom_jax.data import align  # pylint: disable=g-import-not-at-top  (dlib)
-  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
-  aligned = []
+  aligned = []   # (path, [AlignedFace]); photos are read again to paste, to bound memory
   for path in photo_paths:
     try:
-      photo = align.read_rgb(path)
-      aligned.append((photo, path, align.align_image(photo)))
+      aligned.append((path, align.align_faces(photo_io.read_photo(path), choose=cfg.face)))
     except align.AlignError as e:
       skipped.append({"path": str(path), "reason": e.reason})
-  for s in skipped:
-    log(f"skipped {s['path']}: {s['reason']}")
   if not aligned:
+    _log_skipped(skipped, log)
     raise UserError(f"no photo in --photos={photos_dir} has a usable face; nothing to protect")
-  log(f"{len(aligned)} faces aligned; learning the mask from {min(cfg.max_train, len(aligned))} of them")
-  train = np.stack([a.crop for _, _, a in aligned[:cfg.max_train]]).astype(np.float32)[None]
+
+  if saved:
+    mask, eps, mask_settings = saved.mask, saved.eps, saved.settings
+    log(f"{len(aligned)} photos with faces; applying the saved mask {cfg.mask}")
+  else:
+    mask, eps, mask_settings = _learn(cfg, [faces[0].crop for _, faces in aligned], log)
+  mask_path = mask_file.save_mask(output_dir / MASK_FILE, mask, eps, mask_settings)
+  if cfg.save_mask:
+    mask_file.save_mask(pathlib.Path(cfg.save_mask).expanduser(), mask, eps, mask_settings)
+
+  originals, faces_in, thumbs = {}, {}, []
+  for path, faces in aligned:
+    try:
+      photo = photo_io.read_photo(path)
+    except align.AlignError as e:   # changed or removed since it was aligned
+      skipped.append({"path": str(path), "reason": e.reason})
+      continue
+    out = mask_photo(photo, [f.transform for f in faces], mask, eps)
+    target = output_dir / photo_io.output_name(path.name, cfg.format)
+    photo_io.write_photo(target, out, cfg.format, cfg.quality)
+    originals[str(target)] = str(path)
+    faces_in[str(target)] = len(faces)
+    if len(thumbs) < contact_sheet.MAX_PHOTOS:
+      thumbs.append((contact_sheet.thumbnail(photo), contact_sheet.thumbnail(out), path.name))
+  sheet = contact_sheet.contact_sheet(thumbs) if thumbs else None
+  if sheet is not None:
+    photo_io.write_photo(output_dir / SHEET_FILE, sheet)
+
+  written = list(originals)
+  summary = _summary(written, faces_in, skipped)
+  report = {"protected": written, "originals": originals, "faces": faces_in, "skipped": skipped,
+            "summary": summary, "mask": {"source": cfg.mask or "learned", "eps": eps,
+                                         "settings": mask_settings},
+            "contact_sheet": str(output_dir / SHEET_FILE) if sheet is not None else None,
+            "config": dataclasses.asdict(cfg)}
+  atomic_write_text(output_dir / REPORT_FILE, json.dumps(report, indent=1))
+  _log_skipped(skipped, log)
+  log(f"summary: {summary['photos_protected']} photos protected ({summary['faces_protected']} "
+      f"faces) in {output_dir}; {summary['skipped']} skipped"
+      + "".join(f"; {n} {reason}" for reason, n in summary["skipped_by_reason"].items())
+      + f" (details in {REPORT_FILE})")
+  return ProtectResult(written, skipped, str(mask_path), faces_in)
+
+
+def mask_photo(photo: np.ndarray, transforms: list[np.ndarray], mask: np.ndarray,
+               eps: float) -> np.ndarray:
+  """The photo (uint8) with the mask pasted onto each face (2x3 photo -> crop transforms)."""
+  from opom_jax.data import align  # pylint: disable=g-import-not-at-top  (dlib)
+  delta = sum(align.photo_delta(mask, m, photo.shape[:2]) for m in transforms)
+  # Overlapping faces (--face=all) must not add up beyond the budget.
+  return np.clip(np.rint(photo + np.clip(delta, -eps, eps)), 0, 255).astype(np.uint8)
+
+
+def _learn(cfg: ProtectConfig, crops: list[np.ndarray], log) -> tuple[np.ndarray, float, dict]:
+  """The person's mask learned from up to max_train face crops, its eps and its settings."""
+  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  train = np.stack(crops[:cfg.max_train]).astype(np.float32)[None]
+  log(f"{len(crops)} photos with faces; learning the mask from {train.shape[1]} of them")
   surrogates = [zoo.load_surrogate(n, cfg.model_root) for n in cfg.surrogates]
   mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
                      np.ones(train.shape[:2], bool), cfg.attack, seed=cfg.seed, log=log)[0]
-  mask_path = output_dir / MASK_FILE
-  atomic_write(mask_path, lambda f: np.save(f, mask))
-  originals = {}
-  for photo, path, face in aligned:
-    out = align.paste_back(photo, np.asarray(attack.apply_mask(face.crop, mask)), face.transform)
-    target = output_dir / output_name(path.name)
-    atomic_write(target, lambda f, out=out: Image.fromarray(out).save(f, format="PNG"))
-    originals[str(target)] = str(path)
-  written = list(originals)
-  report = {"protected": written, "originals": originals, "skipped": skipped,
-            "config": dataclasses.asdict(cfg)}
-  atomic_write(output_dir / REPORT_FILE, lambda f: f.write(json.dumps(report, indent=1).encode()))
-  log(f"{len(written)} protected photos in {output_dir} ({len(skipped)} skipped, see {REPORT_FILE})")
-  return ProtectResult(written, skipped, str(mask_path))
+  settings = {"attack": dataclasses.asdict(cfg.attack), "surrogates": list(cfg.surrogates),
+              "seed": cfg.seed, "face": cfg.face, "photos": cfg.photos,
+              "trained_on": int(train.shape[1])}
+  return np.asarray(mask, np.float32), float(cfg.attack.eps), settings
+
+
+def _summary(written: list[str], faces_in: dict[str, int], skipped: list[dict]) -> dict:
+  reasons = collections.Counter(s["reason"] for s in skipped)
+  return {"photos_protected": len(written), "faces_protected": sum(faces_in.values()),
+          "skipped": len(skipped), "skipped_by_reason": dict(sorted(reasons.items()))}
+
+
+def _log_skipped(skipped: list[dict], log) -> None:
+  for s in skipped:
+    log(f"skipped {s['path']}: {s['reason']}")
