@@ -1,9 +1,9 @@
 r"""Milliseconds per photo to protect a photo with a saved mask, stage by stage.
 
 Stages, each timed per photo: decode (read + EXIF + RGB), detect (dlib HOG
-upsample 1 + 68 landmarks), align (similarity fit + 112x112 crop), warp (the
-crop-space mask carried onto the photo, feathered), blend (add, clip to eps,
-round) and encode (JPEG quality 95, written atomically, no metadata).
+upsample 1 + 68 landmarks), align (similarity fit + 112x112 crop), warp+blend
+(`run.protect.mask_photo`: the crop-space mask feathered, carried onto the face's
+box of the photo, added, clipped to eps, rounded) and encode (JPEG quality 95, written atomically, no metadata).
 
 Photo sets: LFW (250x250), the CelebA subset (in-the-wild, longest side <= 320)
 and >= 1 megapixel photos made by upscaling a few CelebA photos x4 (bicubic).
@@ -28,12 +28,12 @@ from PIL import Image
 
 from opom_jax import paths
 from opom_jax.data import align
-from opom_jax.run import mask_file, photo_io
+from opom_jax.run import mask_file, photo_io, protect
 
 DETECT_SIDE = 320   # the CelebA photos' own size: their faces are found at it
 UPSCALE = 4
 EPS = 8.0
-STAGES = ("decode", "detect", "align", "warp", "blend", "encode")
+STAGES = ("decode", "detect", "align", "warp+blend", "encode")
 
 
 def protect_timed(path, mask, eps, out_path, detect_side):
@@ -62,17 +62,8 @@ def protect_timed(path, mask, eps, out_path, detect_side):
   lap("detect")
   _, m = align.align_face(photo, points)
   lap("align")
-  # Only the face's footprint changes: warp and blend that box, not the whole photo.
-  x0, y0, x1, y1 = align.face_footprint(m, photo.shape[:2])
-  m_box = m.copy()
-  m_box[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
-  delta = align.photo_delta(mask, m_box, (y1 - y0, x1 - x0))
-  lap("warp")
-  # run.protect.mask_photo's blend, restricted to the box.
-  protected = photo.copy()
-  box = protected[y0:y1, x0:x1]
-  box[...] = np.clip(np.rint(box + np.clip(delta, -eps, eps)), 0, 255).astype(np.uint8)
-  lap("blend")
+  protected = protect.mask_photo(photo, [m], mask, eps)
+  lap("warp+blend")
   photo_io.write_photo(out_path, protected, "jpeg", 95)
   lap("encode")
   return ms, points
@@ -148,7 +139,8 @@ def main():
     big_full, points_full = run_set(f"celeba x{UPSCALE} full-res detect", big, saved.mask,
                                     saved.eps, tmp, None)
   apart = np.mean([np.linalg.norm(a - b, axis=1).mean() for a, b in zip(points_fast, points_full)])
-  print(f"large photos: full-resolution detection costs {np.median(big_full) / np.median(big_fast):.1f}x "
+  ratio = np.median(big_full) / np.median(big_fast)
+  print(f"large photos: full-resolution detection costs {ratio:.1f}x "
         f"the downscaled one; landmarks {apart:.1f} px apart on average")
   print(f"ms_per_photo={np.median(all_totals):.1f}")
 

@@ -64,12 +64,13 @@ def main():
     fps = video_eval.throughput(clip, dataclasses.replace(cfg, mask=str(pathlib.Path(tmp) / "mask.npz")),
                                 args.repeats)
   print(f"\nHamilton clip: {json.dumps({k: v for k, v in summary.items() if k != 'models'})}")
-  print(f"(frames with a face in both the clean and the protected video, training frames excluded: "
-        f"{summary['measured']}; rank of the clean still among {len(distractors)} LFW distractors)")
-  print(_table(["model", "clean top-1", "protected top-1", "clean top-5", "protected top-5",
-                "protected top-1 of clean top-1"],
-               [[m, s["clean_top1"], s["protected_top1"], s["clean_top5"], s["protected_top5"],
-                 s["protected_top1_of_clean_top1"]] for m, s in summary["models"].items()]))
+  print(f"(frames of {summary['measured']} with a face found in all three versions, training "
+        f"frames excluded: how many rank the clean still first / in the top 5 among it and "
+        f"{len(distractors)} LFW distractors)")
+  conditions = list(next(iter(summary["models"].values())))
+  print(_table(["model"] + [f"{c} top-{k}" for c in conditions for k in video_eval.KS],
+               [[m] + [s[c][f"top{k}"] for c in conditions for k in video_eval.KS]
+                for m, s in summary["models"].items()]))
   print(f"\nthroughput (saved mask, 640x360): {', '.join(f'{f:.1f}' for f in fps)} fps")
   print(f"fps={np.median(fps):.1f}")
 

@@ -36,6 +36,7 @@ BOUNDS = [
     ("attack.lower", [0.0, 1.0], [-0.001, 1.001]),                # [0, upper]
     ("attack.dropout_rate", [0.0, 0.999], [1.0, -0.1]),
     ("attack.diversity_prob", [0.0, 1.0], [1.001, -0.1]),
+    ("attack.eot_prob", [0.0, 1.0], [1.001, -0.1]),
     ("data.max_people", [1, 5749], [0, -1]),
     ("data.n_train", [1, 14], [0, 15]),                          # [1, min_photos)
     ("data.min_photos", [2, 15], [1, 0], {"data.n_train": 1}),

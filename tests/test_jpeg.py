@@ -11,6 +11,7 @@ from opom_jax import attack
 from opom_jax.attack import eot, jpeg
 from opom_jax.attack.config import AttackConfig
 from opom_jax.settings import SettingError
+from tiny_surrogate import tiny_surrogate
 
 
 def _psnr(a, b):
@@ -95,16 +96,19 @@ def test_eot_prob_is_validated():
     AttackConfig(eot_prob=1.5).validate()
 
 
-def test_attack_step_with_eot_and_diversity(foamliu, aligned_lfw):
+def test_attack_step_with_eot_and_diversity(aligned_lfw):
+  model = tiny_surrogate()   # the wiring is under test, not a real network
+  params = (model.params,)
   faces = np.stack([aligned_lfw["Abdullah_Gul"][:3]]).astype(np.float32)
   valid = np.ones(faces.shape[:2], bool)
   cfg = AttackConfig(rule="base", iters=2, eot_prob=1.0, diversity_prob=1.0)
-  init, step = attack.make_attack([foamliu.apply], cfg)
-  state = init(faces, valid, attack.identity_keys(0, [0]), (foamliu.params,))
-  plain_init, plain_step = attack.make_attack([foamliu.apply], AttackConfig(rule="base", iters=2))
-  plain = plain_init(faces, valid, attack.identity_keys(0, [0]), (foamliu.params,))
-  state, loss = step(state, faces, valid, (foamliu.params,))
-  plain, _ = plain_step(plain, faces, valid, (foamliu.params,))
+  init, step = attack.make_attack([model.apply], cfg)
+  state = init(faces, valid, attack.identity_keys(0, [0]), params)
+  plain_init, plain_step = attack.make_attack(  # the same draws of input diversity, no EOT
+      [model.apply], AttackConfig(rule="base", iters=2, diversity_prob=1.0))
+  plain = plain_init(faces, valid, attack.identity_keys(0, [0]), params)
+  state, loss = jax.jit(step)(state, faces, valid, params)
+  plain, _ = jax.jit(plain_step)(plain, faces, valid, params)
   assert np.all(np.isfinite(loss))
   assert np.abs(state["delta"]).max() <= cfg.eps
   # Optimising through the transformations moves the mask elsewhere than without them.

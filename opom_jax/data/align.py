@@ -58,7 +58,7 @@ class AlignedFace:
 
 
 @functools.cache
-def _dlib_models():
+def dlib_models():
   """dlib's detector and 68-point predictor, loaded once per process."""
   import dlib  # pylint: disable=g-import-not-at-top
   with warnings.catch_warnings():
@@ -111,7 +111,7 @@ def detect_faces(img: np.ndarray, upsample: int = 1, choose: str = "largest"):
   if choose not in FACE_CHOICES:
     raise ValueError(f"detect_faces: choose must be one of {FACE_CHOICES}, got {choose!r}")
   img = _as_rgb_uint8(img)
-  detector, predictor = _dlib_models()
+  detector, predictor = dlib_models()
   rects = list(detector(img, upsample))
   if not rects:
     raise AlignError(NO_FACE)

@@ -57,7 +57,7 @@ def dlib_detect(upsample: int = 1, choose: str = "largest") -> Detect:
 def dlib_refine(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
   """The 5 points of dlib's 68-point fit inside `box` (no detection)."""
   import dlib  # pylint: disable=g-import-not-at-top
-  _, predictor = align._dlib_models()  # pylint: disable=protected-access
+  _, predictor = align.dlib_models()
   shape = predictor(np.ascontiguousarray(frame), dlib.rectangle(*(int(v) for v in box)))
   return align.five_points(np.array([[p.x, p.y] for p in shape.parts()], np.float64))
 

@@ -52,8 +52,9 @@ class EndToEndConfig:
   distractor_people: int = setting(40, Range(0, 10_000))
   distractors_per_person: int = setting(3, Range(1, 1_000))
   surrogate: str = setting("foamliu_mbf", Choice(zoo.surrogate_names, "surrogate"))
-  targets: tuple[str, ...] = setting(("dlib_resnet", "w600k_mbf", "jax:foamliu_mbf"),
-                                     Choice(zoo.names, "target", key=lambda n: n.removeprefix("jax:")))
+  targets: tuple[str, ...] = setting(
+      ("dlib_resnet", "w600k_mbf", "jax:foamliu_mbf"),
+      Choice(zoo.names, "target", key=lambda n: n.removeprefix("jax:")))
   transforms: tuple[str, ...] = setting(tuple(real_world.TRANSFORMS),
                                         Choice(real_world.TRANSFORMS.names, "transformation"))
   # One mask per person and value: 0 is the plain attack, > 0 adds expectation
@@ -149,7 +150,8 @@ def evaluate(cfg: EndToEndConfig, people: list[Person], distractors, masks: dict
   recognise = pipelines.PhotoRecognisers(cfg.targets, cfg.model_root)
   gallery, _ = recognise.embed(photos, places)
   distractor_feats, _ = recognise.embed(
-      [ph for ph, _ in distractors], [pipelines.FacePlace(f.landmarks, f.box) for _, f in distractors])
+      [ph for ph, _ in distractors],
+      [pipelines.FacePlace(f.landmarks, f.box) for _, f in distractors])
   log(f"{len(people)} people, {len(photos)} test photos, {len(distractors)} distractors")
   protected = {m: [mask_photo(ph, [f.transform], masks[m][i], cfg.attack.eps)
                    for ph, f, i in zip(photos, faces, identity)] for m in masks}

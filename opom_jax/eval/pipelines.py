@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 
 import numpy as np
 
@@ -53,11 +52,9 @@ def find_face(photo: np.ndarray) -> FacePlace | None:
 @functools.cache
 def _dlib_models():
   import dlib  # pylint: disable=g-import-not-at-top
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
-    import face_recognition_models  # pylint: disable=g-import-not-at-top
-  return (dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location()),
-          dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location()))
+  from opom_jax.runtimes import dlib_runtime  # pylint: disable=g-import-not-at-top
+  predictor, model = dlib_runtime.model_files()
+  return dlib.shape_predictor(predictor), dlib.face_recognition_model_v1(model)
 
 
 def dlib_descriptor(photo: np.ndarray, place: FacePlace) -> np.ndarray:
@@ -90,7 +87,8 @@ class PhotoRecognisers:
       places.append(found or fallback)
     feats = {}
     if DLIB in self.targets:
-      feats[DLIB] = l2_normalize_np(np.stack([dlib_descriptor(p, f) for p, f in zip(photos, places)]))
+      feats[DLIB] = l2_normalize_np(
+          np.stack([dlib_descriptor(p, f) for p, f in zip(photos, places)]))
     if self._models:
       crops = np.stack([align.align_face(p, f.points)[0] for p, f in zip(photos, places)])
       for name, model in self._models.items():
@@ -109,4 +107,5 @@ class CropRecognisers:
 
   def embed(self, crops) -> dict[str, np.ndarray]:
     crops = np.asarray(crops, np.uint8)
-    return {name: np.asarray(model.embed(crops), np.float32) for name, model in self._models.items()}
+    return {name: np.asarray(model.embed(crops), np.float32)
+            for name, model in self._models.items()}

