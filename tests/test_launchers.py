@@ -62,6 +62,10 @@ CASES = [
     ("lfw_verify", ["--pairs=/nonexistent/pairs.txt"], "--pairs=/nonexistent/pairs.txt"),
     ("lfw_verify", ["--models=foamliu_mbf", "--model_root={empty}"], "--model_root={empty}"),
     ("lfw_verify", ["--dataset=no_such_folder"], "--dataset=no_such_folder"),
+    ("protect_video", ["--video=/nonexistent/in.mp4", "--output={work}/out.mp4"],
+     "--video=/nonexistent/in.mp4"),
+    ("protect_eval", ["--people=0", "--output={work}"], "--people=0"),
+    ("protect_eval", ["--eot_probs=2", "--output={work}"], "--eot_probs=2"),
 ]
 
 
