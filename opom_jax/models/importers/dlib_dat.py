@@ -2,7 +2,8 @@
 
 Only the subset used by ``dlib_face_recognition_resnet_model_v1.dat`` is
 supported: integers, dlib's portable floats, strings, bools, tensors and the
-layer records listed in ``/work/shared/notes/dlib-dat-format.md``. The file is
+layer records of `_LAYER_READERS` below (con, affine, relu, max/avg pool, add_prev,
+fc, plus tags and skips). The file is
 read front to back and must be consumed to its last byte, so a format
 misunderstanding fails loudly instead of producing shifted weights.
 
