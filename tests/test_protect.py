@@ -93,7 +93,7 @@ def no_slow_work(monkeypatch):
     raise AssertionError("slow work started before the user's input was checked")
   monkeypatch.setattr(align, "align_faces", fail)
   monkeypatch.setattr(zoo, "load_surrogate", fail)
-  monkeypatch.setattr(protect, "learn_masks", fail)
+  monkeypatch.setattr(protect, "learn_person_mask", fail)
 
 
 def test_every_photo_gets_its_own_output_and_originals_are_untouched(first_run):

@@ -18,6 +18,7 @@ from opom_jax.data import align
 from opom_jax.data import face_track
 from opom_jax.errors import UserError
 from opom_jax.run import mask_file
+from opom_jax.run import protect
 from opom_jax.run import video
 from opom_jax.run import video_io
 
@@ -80,7 +81,7 @@ def test_protect_frame_changes_the_face_by_at_most_eps_and_nothing_else(clip_fra
   mask = mask_file.load_mask(saved_mask).mask
   points, _ = align.detect_face(frame)
   transform = align.umeyama(points, align.ARCFACE_TEMPLATE)
-  out = video.protect_frame(frame, mask, transform, EPS)
+  out = protect.mask_photo(frame, [transform], mask, EPS)
   change = out.astype(np.int16) - frame
   assert out.shape == frame.shape and out.dtype == np.uint8
   assert np.abs(change).max() <= EPS

@@ -137,3 +137,14 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
       ckpt.close()
     masks.append(result)
   return np.concatenate(masks).astype(np.float32)
+
+
+def learn_person_mask(crops, cfg: attack.AttackConfig, surrogate_names, model_root, *,
+                      seed: int = 0, log: Callable[[str], None] | None = None) -> np.ndarray:
+  """One person's (112, 112, 3) float32 mask from their aligned face crops (uint8 or float)."""
+  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  train = np.stack(crops).astype(np.float32)[None]
+  surrogates = [zoo.load_surrogate(n, model_root or None) for n in surrogate_names]
+  mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
+                     np.ones(train.shape[:2], bool), cfg, seed=seed, log=log)[0]
+  return np.asarray(mask, np.float32)

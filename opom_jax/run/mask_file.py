@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import zipfile
 
 import numpy as np
@@ -80,3 +81,14 @@ def load_mask(path: str | os.PathLike, flag: str = "--mask") -> SavedMask:
   except ValueError:
     raise refuse("holds settings that are not JSON") from None
   return SavedMask(mask.astype(np.float32), float(eps), settings)
+
+
+def from_options(mask: str, save_mask: str) -> SavedMask | None:
+  """The saved mask `--mask` names (None: one is to be learned), after checking that
+  `--save_mask` can be written; UserError naming the flag otherwise."""
+  if mask and save_mask:
+    raise UserError(f"--save_mask={save_mask} keeps a learned mask; "
+                    f"--mask={mask} is already a saved one")
+  if save_mask and pathlib.Path(save_mask).expanduser().is_dir():
+    raise UserError(f"--save_mask={save_mask} is a folder; name the .npz file to write")
+  return load_mask(pathlib.Path(mask).expanduser()) if mask else None

@@ -33,7 +33,7 @@ from opom_jax.run import config as config_lib
 from opom_jax.run import mask_file
 from opom_jax.run import photo_io
 from opom_jax.run.config import ProtectConfig
-from opom_jax.run.learn import learn_masks
+from opom_jax.run.learn import learn_person_mask
 from opom_jax.run.log import progress_log
 
 MASK_FILE = "mask.npz"
@@ -90,16 +90,6 @@ def prepare_output_dir(photos_dir: pathlib.Path, output_dir: pathlib.Path) -> No
                     f"{e.strerror or e}") from None
 
 
-def _check_mask_options(cfg: ProtectConfig) -> mask_file.SavedMask | None:
-  """The saved mask to apply (None: learn one), and a usable --save_mask target."""
-  if cfg.mask and cfg.save_mask:
-    raise UserError(f"--save_mask={cfg.save_mask} keeps a learned mask; "
-                    f"--mask={cfg.mask} is already a saved one")
-  if cfg.save_mask and pathlib.Path(cfg.save_mask).expanduser().is_dir():
-    raise UserError(f"--save_mask={cfg.save_mask} is a folder; name the .npz file to write")
-  return mask_file.load_mask(pathlib.Path(cfg.mask).expanduser()) if cfg.mask else None
-
-
 def protect_folder(cfg: ProtectConfig, log=None) -> ProtectResult:
   """Writes `<name>.protected.<png|jpg>` per photo with a face, mask.npz, report.json
   and contact_sheet.png into cfg.output, and logs a summary.
@@ -112,7 +102,7 @@ def protect_folder(cfg: ProtectConfig, log=None) -> ProtectResult:
   photos_dir = pathlib.Path(cfg.photos).expanduser()
   output_dir = pathlib.Path(cfg.output).expanduser()
   photo_paths, skipped = list_photos(photos_dir)
-  saved = _check_mask_options(cfg)
+  saved = mask_file.from_options(cfg.mask, cfg.save_mask)
   prepare_output_dir(photos_dir, output_dir)
   if cfg.format == "jpeg":
     log(JPEG_WARNING.format(quality=cfg.quality))
@@ -203,16 +193,13 @@ def _shifted(m: np.ndarray, origin: np.ndarray) -> np.ndarray:
 
 def _learn(cfg: ProtectConfig, crops: list[np.ndarray], log) -> tuple[np.ndarray, float, dict]:
   """The person's mask learned from up to max_train face crops, its eps and its settings."""
-  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
-  train = np.stack(crops[:cfg.max_train]).astype(np.float32)[None]
-  log(f"{len(crops)} photos with faces; learning the mask from {train.shape[1]} of them")
-  surrogates = [zoo.load_surrogate(n, cfg.model_root) for n in cfg.surrogates]
-  mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
-                     np.ones(train.shape[:2], bool), cfg.attack, seed=cfg.seed, log=log)[0]
+  log(f"{len(crops)} photos with faces; learning the mask from {min(len(crops), cfg.max_train)} of them")
+  crops = crops[:cfg.max_train]
+  mask = learn_person_mask(crops, cfg.attack, cfg.surrogates, cfg.model_root, seed=cfg.seed, log=log)
   settings = {"attack": dataclasses.asdict(cfg.attack), "surrogates": list(cfg.surrogates),
               "seed": cfg.seed, "face": cfg.face, "photos": cfg.photos,
-              "trained_on": int(train.shape[1])}
-  return np.asarray(mask, np.float32), float(cfg.attack.eps), settings
+              "trained_on": len(crops)}
+  return mask, float(cfg.attack.eps), settings
 
 
 def _summary(written: list[str], faces_in: dict[str, int], skipped: list[dict]) -> dict:

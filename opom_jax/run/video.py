@@ -27,8 +27,9 @@ from opom_jax.run import config as config_lib
 from opom_jax.run import mask_file
 from opom_jax.run import photo_io
 from opom_jax.run import video_io
-from opom_jax.run.learn import learn_masks
+from opom_jax.run.learn import learn_person_mask
 from opom_jax.run.log import progress_log
+from opom_jax.run.protect import mask_photo
 from opom_jax.settings import Choice, Range, Required, setting
 
 FACES = ("largest", "centre")
@@ -67,26 +68,13 @@ class VideoResult:
   mask_path: str
 
 
-def protect_frame(frame: np.ndarray, mask: np.ndarray, transform: np.ndarray,
-                  eps: float) -> np.ndarray:
-  """The frame with the crop-space mask added on its face (uint8 in, uint8 out)."""
-  x0, y0, x1, y1 = align.face_footprint(transform, frame.shape[:2])
-  out = frame.copy()
-  if x1 <= x0 or y1 <= y0:
-    return out
-  delta = align.photo_delta(mask, transform, frame.shape[:2])[y0:y1, x0:x1]
-  region = frame[y0:y1, x0:x1].astype(np.float32) + np.clip(delta, -eps, eps)
-  out[y0:y1, x0:x1] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
-  return out
-
-
 def frame_protector(mask: np.ndarray, eps: float, tracker: face_track.FaceTracker,
                     counts: collections.Counter):
   """(frame) -> protected frame, following the face with `tracker`; counts each frame's source."""
   def process(frame):
     track = tracker.update(frame)
     counts[track.source if track else NO_FACE] += 1
-    return frame if track is None else protect_frame(frame, mask, track.transform, eps)
+    return frame if track is None else mask_photo(frame, [track.transform], mask, eps)
   return process
 
 
@@ -133,16 +121,12 @@ def protect_video(cfg: VideoConfig, log=None) -> VideoResult:
 
 def learn_mask(cfg: VideoConfig, crops: list[np.ndarray], log) -> tuple[np.ndarray, float, dict]:
   """The mask learned from the aligned face crops with cfg's attack and surrogates."""
-  from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
-  train = np.stack(crops).astype(np.float32)[None]
-  log(f"learning the mask from {train.shape[1]} face crops")
-  surrogates = [zoo.load_surrogate(n, cfg.model_root or None) for n in cfg.surrogates]
-  mask = learn_masks([s.apply for s in surrogates], tuple(s.params for s in surrogates), train,
-                     np.ones(train.shape[:2], bool), cfg.attack, seed=cfg.seed, log=log)[0]
+  log(f"learning the mask from {len(crops)} face crops")
+  mask = learn_person_mask(crops, cfg.attack, cfg.surrogates, cfg.model_root, seed=cfg.seed, log=log)
   settings = {"attack": dataclasses.asdict(cfg.attack), "surrogates": list(cfg.surrogates),
               "seed": cfg.seed, "video": cfg.video or cfg.frames, "train_photos": cfg.train_photos,
-              "trained_on": int(train.shape[1])}
-  return np.asarray(mask, np.float32), float(cfg.attack.eps), settings
+              "trained_on": len(crops)}
+  return mask, float(cfg.attack.eps), settings
 
 
 def _check_paths(cfg: VideoConfig) -> tuple[pathlib.Path, pathlib.Path]:
@@ -174,11 +158,9 @@ def _check_paths(cfg: VideoConfig) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def _check_mask_options(cfg: VideoConfig) -> mask_file.SavedMask | None:
-  if cfg.mask and cfg.save_mask:
-    raise UserError(f"--save_mask={cfg.save_mask} keeps a learned mask; "
-                    f"--mask={cfg.mask} is already a saved one")
-  if cfg.mask:
-    return mask_file.load_mask(pathlib.Path(cfg.mask).expanduser())
+  saved = mask_file.from_options(cfg.mask, cfg.save_mask)
+  if saved is not None:
+    return saved
   if not cfg.train_photos and cfg.train_frames == 0:
     raise UserError("no mask to apply: give --mask, or learn one from --train_photos "
                     "and/or --train_frames > 0")
