@@ -14,6 +14,7 @@ ITERS = flags.DEFINE_integer("iters", _D.iters, "Attack iterations.")
 NTER = flags.DEFINE_integer("nter", _D.nter, "Class-centre warm-up iterations of the convex hull.")
 LOWER = flags.DEFINE_float("lower", _D.lower, "Convex-hull lower weight bound, in [0, --upper].")
 UPPER = flags.DEFINE_float("upper", _D.upper, "Convex-hull upper weight bound, in (0, 1] (< 1: reduced hull).")
+REDUCED_UPPER = flags.DEFINE_float("reduced_upper", _D.reduced_upper, "Weight cap of the method reduced_convex_hull, in (0, 1]; needs >= 1/--n_train.")
 DROPOUT = flags.DEFINE_float("dropout", _D.dropout_rate, "DFANet dropout probability, in [0, 1) (0: off).")
 DIVERSITY = flags.DEFINE_float("diversity_prob", _D.diversity_prob, "Input-diversity probability, in [0, 1].")
 EOT = flags.DEFINE_float("eot_prob", _D.eot_prob, "Expectation over JPEG re-compression and resizing: probability of each, in [0, 1] (0: off).")
@@ -24,5 +25,6 @@ def attack_config(loss: str) -> AttackConfig:
   """The attack the flags describe (validated with the whole config, not here)."""
   return AttackConfig(loss=loss, rule=RULE.value, eps=EPS.value, step_size=STEP_SIZE.value,
                       iters=ITERS.value, nter=NTER.value, lower=LOWER.value, upper=UPPER.value,
+                      reduced_upper=REDUCED_UPPER.value,
                       dropout_rate=DROPOUT.value, diversity_prob=DIVERSITY.value,
                       eot_prob=EOT.value)

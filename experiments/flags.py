@@ -31,7 +31,7 @@ FLAG_OF_SETTING = {
     "data.min_photos": "min_photos", "data.max_distractors": "max_distractors",
     "attack.loss": "methods", "attack.rule": "rule", "attack.eps": "eps",
     "attack.step_size": "step_size", "attack.iters": "iters", "attack.nter": "nter",
-    "attack.lower": "lower", "attack.upper": "upper", "attack.dropout_rate": "dropout",
+    "attack.lower": "lower", "attack.upper": "upper", "attack.reduced_upper": "reduced_upper", "attack.dropout_rate": "dropout",
     "attack.diversity_prob": "diversity_prob", "attack.eot_prob": "eot_prob",
     "photos": "photos", "output": "output", "max_train": "max_train", "mask": "mask",
     "save_mask": "save_mask", "face": "face", "format": "format", "quality": "quality",

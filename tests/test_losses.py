@@ -106,3 +106,23 @@ def test_hull_loss_is_the_true_distance_and_its_gradient(name, affine):
 def test_unknown_loss_names_the_choices():
   with pytest.raises(KeyError, match="convex_hull"):
     losses.LOSSES.get("convex")
+
+
+def test_reduced_convex_hull_is_the_distance_to_the_capped_hull():
+  """Weights capped at reduced_upper (cvxpy oracle): farther than the full hull, not the same."""
+  adv, clean = _features(5, n=5, d=12)
+  valid = np.ones(len(adv), bool)
+  c, y = _unit(clean), _unit(adv)
+
+  def capped_distance(yi, cap):
+    w = cp.Variable(len(c))
+    cp.Problem(cp.Minimize(cp.sum_squares(c.T @ w - yi)),
+               [cp.sum(w) == 1, w >= 0, w <= cap]).solve()
+    return np.sum((c.T @ w.value - yi) ** 2)
+
+  reduced = losses.LOSSES.get("reduced_convex_hull")(adv, clean, valid, 10, nter=0,
+                                                     reduced_upper=0.3)
+  full = losses.LOSSES.get("convex_hull")(adv, clean, valid, 10, nter=0)
+  expected = np.mean([capped_distance(yi, 0.3) for yi in y]) / y.shape[1]
+  assert float(reduced) == pytest.approx(expected, rel=1e-5)
+  assert float(reduced) > float(full) * 1.01

@@ -23,6 +23,8 @@ class AttackConfig:
   nter: int = setting(5, Range(0, MAX_ITERS))
   lower: float = setting(0.0, Range(0.0, "upper"))
   upper: float = setting(1.0, Range(0.0, 1.0, lo_open=True))
+  # Weight cap of the method `reduced_convex_hull` (every person needs >= 1/cap photos).
+  reduced_upper: float = setting(0.5, Range(0.0, 1.0, lo_open=True))
   # DFANet dropout; the reference's transfer setting uses 0.1.
   dropout_rate: float = setting(0.0, Range(0.0, 1.0, hi_open=True))
   # Input diversity: probability of a random resize-and-pad.

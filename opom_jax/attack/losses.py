@@ -2,7 +2,7 @@
 
 Every loss is *maximised* by the attack. Signature:
 
-    loss(adv, clean, valid, step, *, lower, upper, nter) -> scalar
+    loss(adv, clean, valid, step, *, lower, upper, nter, reduced_upper) -> scalar
 
 ``adv`` and ``clean`` are raw (N, d) embeddings of the protected and clean
 photos of one identity (padded to N), ``valid`` marks the real photos, ``step``
@@ -81,10 +81,19 @@ def convex_hull(adv, clean, valid, step, *, lower=0.0, upper=1.0, nter=5):
   return jnp.where(step < nter, center, hull)
 
 
+def reduced_convex_hull(adv, clean, valid, step, *, lower=0.0, nter=5, reduced_upper=0.5, **_):
+  """OPOM-CH on the reduced hull: no photo may carry more than `reduced_upper` of the weight.
+
+  A method of its own (beside convex_hull at upper=1) so one run compares both.
+  """
+  return convex_hull(adv, clean, valid, step, lower=lower, upper=reduced_upper, nter=nter)
+
+
 LOSSES: Registry[LossFn] = Registry("loss", {
     "fi_uap": fi_uap,
     "fi_uap_plus": fi_uap_plus,
     "class_center": class_center,
     "affine_hull": affine_hull,
     "convex_hull": convex_hull,
+    "reduced_convex_hull": reduced_convex_hull,
 })

@@ -74,7 +74,8 @@ def make_attack(applies: Sequence[SurrogateFn], cfg: AttackConfig):
                              cfg.diversity_prob)
       adv = features(params, x_in, adv_key)
       terms = [loss_fn(a, c, valid, state["step"], lower=cfg.lower,
-                       upper=cfg.upper, nter=cfg.nter) for a, c in zip(adv, clean)]
+                       upper=cfg.upper, nter=cfg.nter, reduced_upper=cfg.reduced_upper)
+               for a, c in zip(adv, clean)]
       return sum(terms) / len(terms)
 
     loss, grads = jax.value_and_grad(total_loss)(state["x_adv"])

@@ -140,6 +140,10 @@ def _check_data(cfg: RunConfig):
   if few:
     raise SettingError("data.people", d.people,
                        f"names people with fewer than min_photos={d.min_photos} photos: {few}")
+  if "reduced_convex_hull" in cfg.methods and d.n_train * cfg.attack.reduced_upper < 1:
+    raise SettingError("attack.reduced_upper", cfg.attack.reduced_upper,
+                       f"leaves no weights on the hull of n_train={d.n_train} photos "
+                       f"(needs >= 1/{d.n_train})")
   if not d.people and not any(len(p) >= d.min_photos for p in photos.values()):
     raise SettingError("data.min_photos", d.min_photos, f"leaves no person of {root} to protect")
 
