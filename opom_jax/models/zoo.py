@@ -94,6 +94,25 @@ def get_entry(name: str) -> ZooEntry:
   return ZOO.get(name)
 
 
+def weights_of(name: str) -> str:
+  """What a model's predictions come from: its weights file, or its name when it has none.
+
+  Two names with the same weights (xiaoccer_mbf and its single view, a zoo model and
+  its `jax:` import) are one model for a black-box protocol: a mask learned on one
+  is white-box against the other.
+  """
+  arch = name.removeprefix("jax:")
+  if arch.partition("@")[0] in IRESNETS:
+    return arch
+  entry = get_entry(arch)
+  return entry.file or entry.name
+
+
+def target_name(name: str) -> str:
+  """A zoo model as a target: its own runtime where it has one, else its JAX import."""
+  return name if get_entry(name).runtime else f"jax:{name}"
+
+
 def _load_iresnet(name: str) -> Surrogate:
   from opom_jax.models.networks import iresnet  # pylint: disable=g-import-not-at-top
   arch, _, ckpt = name.partition("@")
