@@ -10,6 +10,7 @@ from absl import app
 from absl import logging
 from absl import flags
 
+from experiments import distributed_flags
 from opom_jax import paths
 from opom_jax.errors import UserError
 from opom_jax.registry import UnknownNameError
@@ -29,14 +30,25 @@ FLAG_OF_SETTING = {
     "data.data_root": "data_root", "data.dataset": "dataset", "data.cache_dir": "cache_dir",
     "data.max_people": "max_people", "data.people": "people", "data.n_train": "n_train",
     "data.min_photos": "min_photos", "data.max_distractors": "max_distractors",
+    "data.distractor_dataset": "distractor_dataset",
+    "data.unselected_distractors": "unselected_distractors", "data.max_test": "max_test",
+    "data.detect_upsample": "detect_upsample", "data.detect_border": "detect_border",
     "attack.loss": "methods", "attack.rule": "rule", "attack.eps": "eps",
     "attack.step_size": "step_size", "attack.iters": "iters", "attack.nter": "nter",
     "attack.lower": "lower", "attack.upper": "upper", "attack.reduced_upper": "reduced_upper", "attack.dropout_rate": "dropout",
     "attack.diversity_prob": "diversity_prob", "attack.eot_prob": "eot_prob",
+    "attack.dropout_rates": "dropout_rates", "attack.ti_kernel": "ti_kernel",
+    "attack.ti_sigma": "ti_sigma", "attack.si_copies": "si_copies",
+    "attack.vt_samples": "vt_samples", "attack.vt_beta": "vt_beta",
+    "attack.ensemble_subset": "ensemble_subset", "attack.ensemble_weighting": "ensemble_weighting",
+    "attack.variation_prob": "variation_prob", "attack.mask_resolution": "mask_resolution",
     "photos": "photos", "output": "output", "max_train": "max_train", "mask": "mask",
     "save_mask": "save_mask", "face": "face", "format": "format", "quality": "quality",
     "data_root": "data_root", "dataset": "dataset", "models": "models", "pairs": "pairs", "max_pairs_per_fold": "max_pairs_per_fold",
     "batch_size": "batch_size",
+    "coordinator_address": "coordinator_address", "num_processes": "num_processes",
+    "process_id": "process_id",
+    "compute_dtype": "compute_dtype",
 }
 
 
@@ -69,6 +81,7 @@ def run(main, renamed: dict[str, str] | None = None):
     try:
       if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+      distributed_flags.initialize()  # before any JAX computation
       return main(argv)
     except SettingError as e:
       sys.exit(f"error: {_one_line(flag_message(e, flag_of_setting))}")

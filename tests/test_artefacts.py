@@ -241,3 +241,17 @@ def test_settings_change_names_the_setting():
   assert artefacts.settings_change(old, old) is None
   text = artefacts.settings_change(old, {"attack": {"eps": 4.0, "iters": 3}, "people": ("A", "B")})
   assert text.startswith("attack.eps=8.0, now 4.0") and "1 more: attack.iters" in text
+
+
+def test_a_setting_added_later_is_no_change_at_its_default():
+  """Masks stored before a setting existed stay valid while it is at its default (its old behaviour)."""
+  from opom_jax.run.config import DataConfig, RunConfig
+  cfg = RunConfig(workdir="/tmp/w", data=DataConfig(data_root="/d"))
+  current = artefacts.mask_settings(cfg, "convex_hull", ["a", "b"])
+  stored = json.loads(json.dumps(current))
+  del stored["attack"]["ti_kernel"], stored["data"]["max_test"]
+  assert artefacts.settings_change(stored, current) is None
+  later = dataclasses.replace(cfg, attack=dataclasses.replace(cfg.attack, ti_kernel=5))
+  assert "attack.ti_kernel" in artefacts.settings_change(stored, artefacts.mask_settings(later, "convex_hull", ["a", "b"]))
+  stored["attack"]["eps"] = 4.0  # settings both records have still count
+  assert "attack.eps=4.0, now 8.0" in artefacts.settings_change(stored, current)

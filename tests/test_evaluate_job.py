@@ -13,6 +13,7 @@ from opom_jax.run.config import DataConfig, RunConfig
 from opom_jax.run.evaluate import evaluate
 from opom_jax.run.generate import mask_path
 from opom_jax.runtimes.jax_runtime import JaxTarget
+from run_checks import protection_at_1
 
 METHOD = "convex_hull"
 
@@ -39,18 +40,6 @@ def _faces(aligned):
           "test": _split({n: aligned[n][3:6] for n in names}, names),
           "distractor": _split({"Angelina_Jolie": np.concatenate([other, other[:, :, ::-1]])},
                                ["Angelina_Jolie"])}
-
-
-def _protection_at_1(probe, clean, identity, distractors):
-  """The protocol restated: share of ordered pairs (i != j) of a person's photos where
-  protected photo i does not find clean photo j above every distractor."""
-  misses = pairs = 0
-  for i in range(len(probe)):
-    for j in range(len(probe)):
-      if i != j and identity[i] == identity[j]:
-        pairs += 1
-        misses += not probe[i] @ clean[j] >= np.max(distractors @ probe[i])
-  return misses / pairs, pairs
 
 
 def _rejection(probe, clean, identity, threshold):
@@ -81,9 +70,9 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
       (METHOD, "jax:foamliu_mbf", "white-box")]
   test, dis = faces["test"], target.embed(faces["distractor"]["images"])
   clean = target.embed(test["images"])
-  error_rate, pairs = _protection_at_1(clean, clean, test["identity"], dis)
+  error_rate, pairs = protection_at_1(clean, clean, test["identity"], dis)
   noisy = np.clip(test["images"] + noise[test["identity"]], 0, 255).astype(np.uint8)
-  noise_protection, _ = _protection_at_1(target.embed(noisy), clean, test["identity"], dis)
+  noise_protection, _ = protection_at_1(target.embed(noisy), clean, test["identity"], dis)
   by_method = {r["method"]: r for r in rows}
   assert by_method["clean"]["protect@1"] == pytest.approx(error_rate)
   assert error_rate <= 0.25  # a real model recognises most clean pairs

@@ -3,21 +3,14 @@ import pathlib
 
 import pytest
 
-from opom_jax import paths
-from opom_jax.run.config import DataConfig, RunConfig
-from opom_jax.run.sweep_grid import parse_grid
+from opom_jax.run.sweep_grid import parse_grid, swept_fields
 from opom_jax.settings import SettingError
+from run_checks import named_photos_config
 
 
 @pytest.fixture
 def base(tmp_path):
-  """A run on a folder of two 4-photo people (file names only: nothing is read)."""
-  for person in ("Ann", "Bob"):
-    (tmp_path / "faces" / person).mkdir(parents=True)
-    for i in range(4):
-      (tmp_path / "faces" / person / f"{person}_{i:04d}.jpg").write_bytes(b"")
-  return RunConfig(workdir=str(tmp_path / "sweep"), model_root=str(paths.model_root()),
-                   data=DataConfig(data_root=str(tmp_path), dataset="faces", n_train=3, min_photos=4))
+  return named_photos_config(tmp_path)
 
 
 def test_axes_form_their_product(base):
@@ -44,7 +37,20 @@ def test_tuple_fields_take_slash_separated_items(base):
 
 
 def test_bool_fields(base):
-  assert [c.overwrite for _, c in parse_grid("overwrite=true,False,1", base)] == [True, False, True]
+  assert [c.overwrite for _, c in parse_grid("overwrite=true,False", base)] == [True, False]
+  assert [c.overwrite for _, c in parse_grid("overwrite=0,1", base)] == [False, True]
+
+
+def test_swept_fields_in_order(base):
+  assert swept_fields("attack.rule+attack.iters=base+16; seed=1,2; attack.rule=base") == [
+      "attack.rule", "attack.iters", "seed"]
+
+
+def test_two_spellings_of_one_point_are_refused(base):
+  """Both would work in the same directory."""
+  with pytest.raises(SettingError) as e:
+    parse_grid("attack.eps=8,8.0", base)
+  assert e.value.setting == "sweep" and "names the point eps=8.0 twice" in e.value.problem
 
 
 @pytest.mark.parametrize("spec,value,problem", [

@@ -5,7 +5,9 @@ yields a record or lands in the skip report with a reason ('unreadable
 image', 'no face found', ...). Detection is the slow part (~50 ms a photo on
 one core), so `num_workers > 1` spreads it over processes, keeping the order.
 """
+import collections
 import dataclasses
+import functools
 import multiprocessing
 import os
 import time
@@ -28,10 +30,10 @@ class Skipped:
     return dataclasses.asdict(self)
 
 
-def _align_one(photo: splits.Photo):
+def _align_one(photo: splits.Photo, upsample: int = 1, border: float = 0.0):
   """Worker: a record dict, or a Skipped (exceptions never cross processes)."""
   try:
-    face = align.align_file(photo.path)
+    face = align.align_file(photo.path, upsample, border)
   except align.AlignError as e:
     return Skipped(photo.path, e.reason, photo.identity, photo.role)
   except Exception as e:  # pylint: disable=broad-except
@@ -46,12 +48,14 @@ def _align_one(photo: splits.Photo):
 
 def iter_faces(photos: Iterable[splits.Photo] | str | os.PathLike,
                skipped: list[Skipped] | None = None, *, num_workers: int = 1,
-               log_every: int = 500) -> Iterator[dict]:
+               log_every: int = 500, upsample: int = 1,
+               border: float = 0.0) -> Iterator[dict]:
   """Yields aligned-face records in input order, appending failures to `skipped`.
 
   `photos` is a list of `splits.Photo` (e.g. from `splits.make_split`) or a
   folder root, in which case every photo of every identity is aligned (role
-  '') and non-photo files are reported too.
+  '') and non-photo files are reported too. `upsample` and `border` go to
+  the detector (align.detect_faces).
 
   Record keys: identity, role, path, crop (112, 112, 3) uint8, landmarks
   (5, 2), transform (2, 3) photo -> crop, box (4,), image_size (h, w).
@@ -65,12 +69,13 @@ def iter_faces(photos: Iterable[splits.Photo] | str | os.PathLike,
               for p in ps]
   photos = list(photos)
   total, done, start = len(photos), 0, time.monotonic()
+  align_one = functools.partial(_align_one, upsample=upsample, border=border)
   if num_workers > 1 and total > 1:
     # spawn: the parent may hold JAX/XLA threads, which fork would copy.
     pool = multiprocessing.get_context("spawn").Pool(num_workers)
-    results = pool.imap(_align_one, photos, chunksize=8)
+    results = pool.imap(align_one, photos, chunksize=8)
   else:
-    pool, results = None, map(_align_one, photos)
+    pool, results = None, map(align_one, photos)
   try:
     for result in results:
       done += 1
@@ -94,3 +99,32 @@ def align_folder(root: str | os.PathLike, *, num_workers: int = 1,
   records = list(iter_faces(root, skipped, num_workers=num_workers,
                             log_every=log_every))
   return records, skipped
+
+
+def failure_report(skipped: Iterable[dict], aligned: dict[tuple[str, str], int]) -> list[str]:
+  """One line per person and role with photos that could not be aligned.
+
+  `skipped`: Skipped.as_dict() entries; `aligned`: (identity, role) -> photos
+  aligned. A person's line gives the count, each reason with its files, e.g.
+  `s33 (train): 2 of 5 photos not aligned: no face found (3.pgm, 7.pgm)`.
+  One-photo distractors that failed (31 of LFW's 4069) share one line.
+  """
+  failed = collections.defaultdict(list)
+  for s in skipped:
+    if s.get("identity"):   # non-photo files have no person (listed in skipped.json)
+      failed[(s["identity"], s["role"])].append(s)
+  lines, singles = [], collections.Counter()
+  for (identity, role), items in sorted(failed.items()):
+    total = len(items) + aligned.get((identity, role), 0)
+    if role == splits.DISTRACTOR and total == 1:
+      singles[items[0]["reason"]] += 1
+      continue
+    by_reason = collections.defaultdict(list)
+    for s in items:
+      by_reason[s["reason"]].append(os.path.basename(s["path"]))
+    reasons = "; ".join(f"{r} ({', '.join(files)})" for r, files in by_reason.items())
+    lines.append(f"{identity} ({role}): {len(items)} of {total} photos not aligned: {reasons}")
+  if singles:
+    counts = ", ".join(f"{r}: {n}" for r, n in sorted(singles.items()))
+    lines.append(f"{sum(singles.values())} one-photo distractors not aligned ({counts})")
+  return lines

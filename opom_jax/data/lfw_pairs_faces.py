@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from opom_jax.data import align
+from opom_jax.files import atomic_write
 
 # LFW photos are 250x250 with the detected face enlarged 2.2x and centred:
 # [68:182, 68:182] holds the face, a box a little wider than the ArcFace crop.
@@ -87,12 +88,10 @@ def _load_cache(path) -> dict[str, tuple[np.ndarray, bool]]:
 
 def _save_cache(path, entries: dict[str, tuple[np.ndarray, bool]]):
   ids = sorted(entries)
-  tmp = f"{path}.tmp.npz"   # np.savez appends .npz to names without it
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(tmp, method=np.array(CACHE_METHOD), ids=np.array(ids),
-           crops=np.stack([entries[i][0] for i in ids]),
-           fallback=np.array([entries[i][1] for i in ids], bool))
-  os.replace(tmp, path)
+  atomic_write(path, lambda f: np.savez(
+      f, method=np.array(CACHE_METHOD), ids=np.array(ids),
+      crops=np.stack([entries[i][0] for i in ids]),
+      fallback=np.array([entries[i][1] for i in ids], bool)))
 
 
 def load_crops(image_ids: Iterable[str], lfw_dir: str | os.PathLike,

@@ -8,20 +8,23 @@ and text (no image codec), written as array_record and read back through
 `as_data_source()`.
 
 Photos that could not be aligned are listed in the dataset's metadata
-(`metadata.json`, key 'skipped') and in `skipped.json` next to it.
+(`metadata.json`, key 'skipped') and in `skipped.json` next to it;
+`load_split` says per person what failed and drops a protected person left
+without a training or a test photo.
 """
+import collections
 import dataclasses
 import hashlib
 import json
 import os
 import re
+from typing import Callable
 
 from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from opom_jax.data import align
 from opom_jax.data import faces
 from opom_jax.data import splits
 
@@ -39,22 +42,42 @@ class FacesConfig(tfds.core.BuilderConfig):
   people: tuple[str, ...] | None = None
   include_distractors: bool = True
   max_distractors: int | None = None
+  distractor_root: str = ""        # one-photo people of this folder ("": root's)
+  unselected_distractors: bool = False
+  upsample: int = 1                # detector settings (align.detect_faces)
+  border: float = 0.0
+
+
+# Settings added after the first caches were written: they enter the config
+# name only away from these defaults, so those caches keep their names.
+_LATER_DEFAULTS = dict(distractor_root="", unselected_distractors=False,
+                       upsample=1, border=0.0)
 
 
 def make_config(root, *, n_train=10, min_photos=15, max_people=None,
-                people=None, include_distractors=True,
-                max_distractors=None) -> FacesConfig:
+                people=None, include_distractors=True, max_distractors=None,
+                distractor_root=None, unselected_distractors=False,
+                upsample=1, border=0.0) -> FacesConfig:
   root = os.path.abspath(os.fspath(root))
   people = None if people is None else tuple(sorted(set(people)))
+  distractor_root = (os.path.abspath(os.fspath(distractor_root))
+                     if distractor_root else "")
+  if distractor_root == root:
+    distractor_root = ""
   params = dict(root=root, n_train=n_train, min_photos=min_photos,
                 max_people=max_people, people=people,
                 include_distractors=include_distractors,
                 max_distractors=max_distractors)
+  later = dict(distractor_root=distractor_root,
+               unselected_distractors=unselected_distractors,
+               upsample=upsample, border=float(border))
+  digested = {**params, **{k: v for k, v in later.items()
+                           if v != _LATER_DEFAULTS[k]}}
   digest = hashlib.sha1(
-      json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+      json.dumps(digested, sort_keys=True).encode()).hexdigest()[:10]
   stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(root)) or "root"
-  return FacesConfig(name=f"{stem}_{digest}", description=json.dumps(params),
-                     **params)
+  return FacesConfig(name=f"{stem}_{digest}", description=json.dumps(digested),
+                     **params, **later)
 
 
 class OpomFaces(tfds.core.GeneratorBasedBuilder):
@@ -97,14 +120,21 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Local folder, nothing to download.
     cfg = self.builder_config
     listing = splits.list_identities(cfg.root)
+    ignored = list(listing.ignored)
+    others = None
+    if cfg.distractor_root and cfg.include_distractors:
+      other_listing = splits.list_identities(cfg.distractor_root)
+      others, ignored = other_listing.photos, ignored + other_listing.ignored
     plan = splits.make_split(
         listing.photos, n_train=cfg.n_train, min_photos=cfg.min_photos,
         max_people=cfg.max_people, names=cfg.people,
         include_distractors=cfg.include_distractors,
-        max_distractors=cfg.max_distractors)
+        max_distractors=cfg.max_distractors, distractor_photos=others,
+        distractor_prefix=_prefix(cfg.distractor_root),
+        unselected_distractors=cfg.unselected_distractors)
     self.info.metadata["root"] = cfg.root
     self.info.metadata["skipped"] = [
-        faces.Skipped(p, r).as_dict() for p, r in listing.ignored]
+        faces.Skipped(p, r).as_dict() for p, r in ignored]
     # tfds cannot write an empty split: roles with no photo are left out
     # (load_split returns empty arrays for them).
     return {role: self._generate_examples(role, photos)
@@ -116,7 +146,10 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
     try:
       for rec in faces.iter_faces(photos, skipped,
                                   num_workers=self._num_workers,
-                                  log_every=self._log_every):
+                                  log_every=self._log_every,
+                                  upsample=self.builder_config.upsample,
+                                  border=self.builder_config.border):
+        # Another folder's distractors come out as ../<folder>/...
         rel = os.path.relpath(rec["path"], self.builder_config.root)
         yield rel, {
             "image": rec["crop"],
@@ -139,12 +172,18 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
           "photos or change the selection (people, min_photos, n_train).")
 
 
+def _prefix(distractor_root: str) -> str:
+  """How another folder's distractors are named: `<folder>/<person>`."""
+  return os.path.basename(distractor_root) + "/" if distractor_root else ""
+
+
 def prepare(root, data_dir, *, num_workers: int = 1, log_every: int = 500,
             **config_kwargs):
   """Builds (once) and returns (builder, skipped list of dicts).
 
   `config_kwargs` go to `make_config`: n_train, min_photos, max_people,
-  people, include_distractors, max_distractors.
+  people, include_distractors, max_distractors, distractor_root,
+  unselected_distractors, upsample, border.
   """
   config = make_config(root, **config_kwargs)
   builder = OpomFaces(config=config, data_dir=os.fspath(data_dir),
@@ -185,17 +224,21 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def load_split(root, data_dir, *, num_workers: int = 1, **config_kwargs):
+def load_split(root, data_dir, *, num_workers: int = 1,
+               log: Callable[[str], None] = logging.info, **config_kwargs):
   """Aligned faces per role as numpy arrays (prepares the dataset if needed).
 
   Returns {role: dict(images (M, 112, 112, 3) uint8, identity (M,) int32
   index into names, names (list), paths (absolute), transforms (M, 2, 3),
   landmarks (M, 5, 2), boxes (M, 4), image_sizes (M, 2))}. 'train' and
-  'test' share one `names` list (the protected people, alphabetical) so an
-  index means the same person in both; 'distractor' has its own.
+  'test' share one `names` list (the protected people, in natural order) so
+  an index means the same person in both; 'distractor' has its own.
+
+  `log` gets a line per person with photos that could not be aligned, and
+  one per protected person dropped for want of a training or a test photo.
   """
-  builder, _ = prepare(root, data_dir, num_workers=num_workers,
-                       **config_kwargs)
+  builder, skipped = prepare(root, data_dir, num_workers=num_workers,
+                             **config_kwargs)
   root = builder.info.metadata.get("root", os.path.abspath(os.fspath(root)))
   out = {}
   sources = builder.as_data_source()
@@ -204,14 +247,47 @@ def load_split(root, data_dir, *, num_workers: int = 1, **config_kwargs):
       out[role] = _read_all(sources[role])
     elif role != splits.DISTRACTOR or builder.builder_config.include_distractors:
       out[role] = _read_all([])
-  protected = sorted({n for role in (splits.TRAIN, splits.TEST)
-                      for n in out.get(role, {}).get("identities", [])})
+  aligned = collections.Counter(
+      (n, role) for role, d in out.items() for n in d["identities"])
+  for line in faces.failure_report(skipped, aligned):
+    log(f"faces: {line}")
+  protected = _protected_people(out, skipped, aligned, log)
+  kept = set(protected)
   for role, d in out.items():
-    names = (protected if role != splits.DISTRACTOR
-             else sorted(set(d["identities"])))
+    if role == splits.DISTRACTOR:
+      names = sorted(set(d["identities"]), key=splits.natural_key)
+    else:
+      names = protected
+      d.update(_rows(d, [n in kept for n in d["identities"]]))
     index = {n: i for i, n in enumerate(names)}
     d["names"] = names
     d["identity"] = np.array([index[n] for n in d.pop("identities")],
                              np.int32)
-    d["paths"] = [os.path.join(root, p) for p in d.pop("rel_paths")]
+    d["paths"] = [os.path.normpath(os.path.join(root, p))
+                  for p in d.pop("rel_paths")]
   return out
+
+
+def _protected_people(out, skipped, aligned, log) -> list[str]:
+  """The selected people left with a training and a test photo; the others are logged."""
+  selected = {n for role in (splits.TRAIN, splits.TEST)
+              for n in out.get(role, {}).get("identities", [])}
+  selected |= {s["identity"] for s in skipped
+               if s.get("role") in (splits.TRAIN, splits.TEST)}
+  protected = []
+  for name in sorted(selected, key=splits.natural_key):
+    short = [role for role in (splits.TRAIN, splits.TEST)
+             if not aligned[(name, role)]]
+    if short:
+      log(f"faces: dropped {name}: no {' or '.join(short)} photo could be "
+          "aligned (see the lines above and skipped.json)")
+    else:
+      protected.append(name)
+  return protected
+
+
+def _rows(d: dict, keep: list[bool]) -> dict:
+  """The rows of every per-photo field of a `_read_all` dict where `keep`."""
+  keep = np.asarray(keep, bool)
+  return {k: ([x for x, kept in zip(v, keep) if kept] if isinstance(v, list)
+              else v[keep]) for k, v in d.items()}

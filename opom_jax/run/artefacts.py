@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 from opom_jax.files import atomic_write
-from opom_jax.fingerprint import array_digest, digest
+from opom_jax.fingerprint import digest
 
 # Masks are clipped to eps in float32; allow that rounding and no more.
 BOUND_SLACK = 1e-4
@@ -45,6 +45,7 @@ def mask_settings(cfg, method: str, names) -> dict:
       "attack": dataclasses.asdict(dataclasses.replace(cfg.attack, loss=method)),
       "surrogates": list(cfg.surrogates),
       "seed": cfg.seed,
+      "compute_dtype": cfg.compute_dtype,
       "data": data,
       "people": list(names),
   })
@@ -66,10 +67,27 @@ def _short(value) -> str:
   return repr(value) if isinstance(value, (str, list)) else str(value)
 
 
+def _section_defaults() -> dict:
+  """Every attack.* and data.* setting (and compute_dtype) at its default, as mask_settings
+  spells them."""
+  from opom_jax.attack.config import AttackConfig  # pylint: disable=g-import-not-at-top
+  from opom_jax.run.config import DataConfig, RunConfig  # pylint: disable=g-import-not-at-top
+  return _flatten(_plain({"attack": dataclasses.asdict(AttackConfig()),
+                          "data": dataclasses.asdict(DataConfig()),
+                          "compute_dtype": RunConfig.compute_dtype}))
+
+
 def settings_change(stored: dict, current: dict) -> str | None:
-  """One phrase naming the first differing setting (and how many more), or None."""
+  """One phrase naming the first differing setting (and how many more), or None.
+
+  A setting that stored settings lack was added to the code after they were made;
+  at its default it keeps the earlier behaviour (bit-identical masks), so it is no change.
+  """
   old, new = _flatten(stored), _flatten(_plain(current))
-  changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+  defaults = _section_defaults()
+  unchanged_later = {k for k in new if k not in old and k in defaults and new[k] == defaults[k]}
+  changed = [k for k in dict.fromkeys([*new, *old])
+             if old.get(k) != new.get(k) and k not in unchanged_later]
   if not changed:
     return None
   k = changed[0]
@@ -130,6 +148,7 @@ class StoredMasks:
   masks: np.ndarray
   names: list[str]
   settings: dict | None  # None: a file from before settings were recorded
+  seconds: float | None = None  # time spent learning them (None: not recorded)
 
 
 def read_masks(path) -> StoredMasks:
@@ -138,9 +157,10 @@ def read_masks(path) -> StoredMasks:
     with np.load(path, allow_pickle=False) as z:
       masks, names = z["masks"], [str(n) for n in z["names"]]
       settings = json.loads(str(z["settings"])) if "settings" in z.files else None
+      seconds = float(z["seconds"]) if "seconds" in z.files else None
   except Exception as e:  # a truncated zip, a missing key, bad JSON: all untrustworthy
     raise DamagedError(f"unreadable: {_first_line(e)}") from None
-  return StoredMasks(masks, names, settings)
+  return StoredMasks(masks, names, settings, seconds)
 
 
 def masks_problem(stored: StoredMasks, names, image_shape: tuple, eps: float) -> str | None:

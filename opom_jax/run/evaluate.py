@@ -1,7 +1,6 @@
 """The evaluate job: protection of a run's masks against its surrogates and targets."""
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import time
 from typing import Any, Sequence
@@ -13,16 +12,23 @@ from opom_jax.errors import UserError
 from opom_jax.eval import metrics, quality, thresholds
 from opom_jax.eval.tables import markdown_table, write_results
 from opom_jax.run import artefacts
+from opom_jax.run import distributed
+from opom_jax.run import methods as methods_lib
 from opom_jax.run.config import RunConfig
 from opom_jax.run.faces import load_faces
 from opom_jax.run.generate import mask_path
 from opom_jax.run.log import Log, progress_log
 
 
-def protect(images_uint8: np.ndarray, identity: np.ndarray, masks: np.ndarray) -> np.ndarray:
-  """uint8(clip(x + mask of the photo's person)), truncating like the reference."""
-  x = images_uint8.astype(np.float32) + masks[identity]
+def protect(images_uint8: np.ndarray, masks: np.ndarray) -> np.ndarray:
+  """uint8(clip(x + the photo's mask)), truncating like the reference."""
+  x = images_uint8.astype(np.float32) + masks
   return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def masks_of(photos: np.ndarray, masks: np.ndarray, per_photo: bool, identity) -> np.ndarray:
+  """The masks test photos `photos` (indices) receive: their own, or their person's."""
+  return masks[photos] if per_photo else masks[identity[photos]]
 
 
 def _control_masks(cfg: RunConfig, num_people: int) -> dict[str, np.ndarray]:
@@ -33,9 +39,9 @@ def _control_masks(cfg: RunConfig, num_people: int) -> dict[str, np.ndarray]:
 
 
 def features_dir(cfg: RunConfig) -> pathlib.Path:
-  """Clean-photo features depend only on the data and the model: shared by every run."""
-  data_key = fingerprint.digest(dataclasses.asdict(cfg.data))
-  return pathlib.Path(cfg.data.cache_dir) / "features" / data_key
+  """Clean-photo features depend only on the photos and the model (both in each file's
+  key), so every run shares them: e.g. LFW's one-photo distractors of every data set."""
+  return pathlib.Path(cfg.data.cache_dir) / "features"
 
 
 def _cached_features(directory, target_name: str, what: str, images, embed, *,
@@ -76,17 +82,18 @@ def check_masks(cfg: RunConfig) -> None:
     _read_stored(cfg, method)
 
 
-def _load_masks(cfg: RunConfig, method: str, names, image_shape) -> np.ndarray:
+def _load_masks(cfg: RunConfig, method: str, faces: dict) -> np.ndarray:
   """The method's masks, checked against this run; UserError naming the file otherwise."""
   path = mask_path(cfg.workdir, method)
   stored = _read_stored(cfg, method)
-  settings = artefacts.mask_settings(cfg, method, names)
+  settings = methods_lib.mask_settings(cfg, method, faces)
   change = ("settings that were not recorded" if stored.settings is None
             else artefacts.settings_change(stored.settings, settings))
   if change:
     raise UserError(f"{path} was made with {change}: evaluate with the flags that made it, "
                     f"or {_remake(cfg, method)} --overwrite")
-  problem = artefacts.masks_problem(stored, names, image_shape, cfg.attack.eps)
+  problem = artefacts.masks_problem(stored, methods_lib.mask_keys(method, faces),
+                                    faces["train"]["images"].shape[1:], cfg.attack.eps)
   if problem:
     raise UserError(f"{path} is damaged ({problem}): {_remake(cfg, method)} --overwrite")
   return stored.masks
@@ -119,9 +126,11 @@ def _row(method, target_name, box, test, prot_test, res, uni, rejection) -> dict
   row = {"method": method, "target": target_name, "box": box,
          "protect@1": res.pooled[1], "protect@1_lo": lo, "protect@1_hi": hi,
          "protect@5": res.pooled[5], "protect@10": res.pooled[10],
-         "person_mean@1": res.person_mean(1), "train_protect@1": uni.pooled[1],
+         "person_mean@1": res.person_mean(1),
          "psnr": metrics.psnr(prot_test, test["images"]),
          "ssim": quality.ssim(prot_test, test["images"]), "pairs": res.pairs}
+  if uni is not None:
+    row["train_protect@1"] = uni.pooled[1]
   if rejection is not None:
     row["verif_reject"] = rejection.rate
     row["verif_reject_lo"], row["verif_reject_hi"] = rejection.ci()
@@ -139,6 +148,9 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
   target rejects at FAR 1e-3; its threshold is set once per target on LFW
   (all of the pairs file's images, or the first verification_max_images).
   Both default to the config's `verification` and `verification_images`.
+  A per-photo method (pgd_per_image) has no train_protect@1: its
+  perturbations belong to test photos, so no training photo is protected by
+  them; the cell is left empty.
   """
   log = log or progress_log
   if verification is None:
@@ -150,11 +162,15 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
   names = list(train["names"])
   masks = _control_masks(cfg, len(names))
   for method in cfg.methods:
-    masks[method] = _load_masks(cfg, method, names, train["images"].shape[1:])
+    masks[method] = _load_masks(cfg, method, faces)
+  per_photo = {m for m in cfg.methods if methods_lib.METHODS.get(m).per_photo}
+  for method in sorted(per_photo):
+    log(f"evaluate: {method} perturbs each test photo on its own: no train_protect@1 (left empty)")
+  test_photos = np.arange(len(test["images"]))
   rows, per_person = [], {}
   for box, target_name, load in _targets(cfg, targets):
     log(f"evaluate: {target_name} ({box}) on {len(distractors['images'])} distractors")
-    embed = load().embed
+    embed = distributed.split_rows(load().embed)  # each process embeds a share of the photos
     threshold = (verification_threshold(cfg, target_name, embed, verification_max_images, log)
                  if verification else None)
     dis, clean_test = (
@@ -163,12 +179,13 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
         for what, images in (("distractors", distractors["images"]), ("test_clean", test["images"])))
     for method, m in masks.items():
       t0 = time.time()
-      prot_test = protect(test["images"], test["identity"], m)
-      prot_train = protect(train["images"], train["identity"], m)
+      prot_test = protect(test["images"],
+                          masks_of(test_photos, m, method in per_photo, test["identity"]))
       probe = embed(prot_test)
       res = metrics.protection(probe, clean_test, test["identity"], dis)
-      uni = metrics.protection(embed(prot_train), clean_test, test["identity"], dis,
-                               probe_identity=train["identity"], exclude_same_index=False)
+      uni = None if method in per_photo else metrics.protection(
+          embed(protect(train["images"], m[train["identity"]])), clean_test, test["identity"],
+          dis, probe_identity=train["identity"], exclude_same_index=False)
       rejection = (None if threshold is None else
                    metrics.verification_rejection(probe, clean_test, test["identity"],
                                                   threshold.value))
@@ -181,15 +198,16 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
           + (f" verif_reject {row['verif_reject']:.3f}" if rejection is not None else "")
           + f" ({time.time() - t0:.0f}s)")
   write_results(cfg.workdir, rows, FIELDS)
-  _write_pictures(cfg, rows, per_person, test, masks, log)
+  _write_pictures(cfg, rows, per_person, test, masks, per_photo, log)
   return rows
 
 
-def _write_pictures(cfg: RunConfig, rows, per_person, test, masks, log: Log):
+def _write_pictures(cfg: RunConfig, rows, per_person, test, masks, per_photo, log: Log):
   from opom_jax.eval import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
   workdir = pathlib.Path(cfg.workdir)
-  first = [int(np.flatnonzero(test["identity"] == p)[0]) for p in np.unique(test["identity"])[:6]]
-  learned = {m: masks[m][test["identity"][first]] for m in cfg.methods}
+  first = np.array([np.flatnonzero(test["identity"] == p)[0]
+                    for p in np.unique(test["identity"])[:6]], int)
+  learned = {m: masks_of(first, masks[m], m in per_photo, test["identity"]) for m in cfg.methods}
   grid = figures.mask_grid(test["images"][first], learned, cfg.attack.eps,
                            workdir / "masks_preview.png")
   chart = figures.protection_chart(rows, workdir / "protection.png")
@@ -202,9 +220,9 @@ def _targets(cfg: RunConfig, given):
   if given is not None:
     return [(box, t.name, lambda t=t: t) for box, t in given]
   from opom_jax.models import zoo  # pylint: disable=g-import-not-at-top
-  specs = [("white-box", f"jax:{s}") for s in cfg.surrogates if s in zoo.ZOO]
-  specs += [("black-box", t) for t in cfg.targets]
-  return [(box, name, lambda name=name: zoo.load_target(name, cfg.model_root)) for box, name in specs]
+  from opom_jax.run.config import resolved_targets  # pylint: disable=g-import-not-at-top
+  return [(box, name, lambda name=name: zoo.load_target(name, cfg.model_root))
+          for box, name in resolved_targets(cfg)]
 
 
 def table(rows: list[dict]) -> str:

@@ -1,4 +1,4 @@
-"""The generate job: learn one mask per person for every method of a run."""
+"""The generate job: learn every method's masks (one per person, or one per test photo)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,11 @@ from typing import Sequence
 import numpy as np
 
 from opom_jax.errors import UserError
-from opom_jax.models.base import Surrogate
+from opom_jax.models.base import Surrogate, in_compute_dtype
 from opom_jax.run import artefacts
 from opom_jax.run import config as config_lib
+from opom_jax.run import distributed
+from opom_jax.run import methods as methods_lib
 from opom_jax.run.config import RunConfig
 from opom_jax.run.faces import load_faces, stack_by_identity
 from opom_jax.run.learn import learn_masks
@@ -22,7 +24,7 @@ def mask_path(workdir, method: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "masks" / f"{method}.npz"
 
 
-def _stored_masks(cfg: RunConfig, method: str, names, image_shape, overwrite: bool, log: Log):
+def _stored_masks(cfg: RunConfig, method: str, faces: dict, overwrite: bool, log: Log):
   """The method's stored masks if they are intact and made with these settings, else None.
 
   Refuses (UserError) masks made with other settings unless `overwrite`: the
@@ -31,7 +33,7 @@ def _stored_masks(cfg: RunConfig, method: str, names, image_shape, overwrite: bo
   path = mask_path(cfg.workdir, method)
   if not path.exists():
     return None
-  settings = artefacts.mask_settings(cfg, method, names)
+  settings = methods_lib.mask_settings(cfg, method, faces)
   try:
     stored = artefacts.read_masks(path)
   except artefacts.DamagedError as e:
@@ -47,7 +49,8 @@ def _stored_masks(cfg: RunConfig, method: str, names, image_shape, overwrite: bo
       return None
     raise UserError(f"{path} was made with {change}; rerun with --overwrite to replace it "
                     "or use another --workdir")
-  problem = artefacts.masks_problem(stored, names, image_shape, cfg.attack.eps)
+  problem = artefacts.masks_problem(stored, methods_lib.mask_keys(method, faces),
+                                    faces["train"]["images"].shape[1:], cfg.attack.eps)
   if problem:
     log(f"[{method}] {path} is damaged ({problem}); recomputing")
     return None
@@ -58,7 +61,12 @@ def _stored_masks(cfg: RunConfig, method: str, names, image_shape, overwrite: bo
 def generate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
              overwrite: bool = False,
              surrogates: Sequence[Surrogate] | None = None) -> dict[str, np.ndarray]:
-  """Learns one mask per person for every method in cfg.methods; resumable.
+  """Learns the masks of every method in cfg.methods; resumable.
+
+  A universal method learns one mask per person from the training photos; a
+  per-photo one (methods.METHODS) one perturbation per test photo, batched
+  `people_per_batch` x (most training photos of anyone) photos at a time so
+  its batches cost what a universal batch does.
 
   `faces` (from load_faces) saves re-reading the aligned crops when the caller
   has them; `surrogates` (one per name in cfg.surrogates) replaces loading
@@ -70,7 +78,7 @@ def generate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
   faces = faces or load_faces(cfg, log)
   names = list(faces["train"]["names"])
   images, valid = stack_by_identity(faces["train"], len(names))
-  out = {m: _stored_masks(cfg, m, names, images.shape[2:], overwrite, log) for m in cfg.methods}
+  out = {m: _stored_masks(cfg, m, faces, overwrite, log) for m in cfg.methods}
   config_lib.write(cfg)
   todo = [m for m in cfg.methods if out[m] is None]
   if not todo:
@@ -82,16 +90,34 @@ def generate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
       f"surrogates {list(cfg.surrogates)}, rule {cfg.attack.rule}, {cfg.attack.iters} iterations")
   for method in todo:
     path = mask_path(cfg.workdir, method)
-    settings = artefacts.mask_settings(cfg, method, names)
+    settings = methods_lib.mask_settings(cfg, method, faces)
+    keys = methods_lib.mask_keys(method, faces)
+    kind = methods_lib.METHODS.get(method)
+    if kind.per_photo:
+      x, v = _each_photo_alone(faces["test"])
+      unit, batch = "test photos", cfg.people_per_batch * images.shape[1]
+      log(f"[{method}] one perturbation for each of {len(keys)} test photos, "
+          f"{min(batch, len(keys))} at a time")
+    else:
+      x, v, unit, batch = images, valid, "people", cfg.people_per_batch
     t0 = time.time()
     masks = learn_masks(
-        [s.apply for s in surrogates], tuple(s.params for s in surrogates), images, valid,
-        dataclasses.replace(cfg.attack, loss=method), seed=cfg.seed,
-        people_per_batch=cfg.people_per_batch, devices=cfg.devices,
+        [in_compute_dtype(s.apply, cfg.compute_dtype) for s in surrogates],
+        tuple(s.params for s in surrogates), x, v,
+        dataclasses.replace(cfg.attack, loss=kind.loss), seed=cfg.seed,
+        people_per_batch=batch, devices=cfg.devices,
         workdir=pathlib.Path(cfg.workdir) / "progress" / method,
-        checkpoint_every=cfg.checkpoint_every, settings=settings, log=log)
+        checkpoint_every=cfg.checkpoint_every, settings=settings, label=method, unit=unit,
+        log=log)
     seconds = time.time() - t0
-    artefacts.save_masks(path, masks, names, settings, seconds)
-    log(f"[{method}] {len(names)} masks in {seconds:.1f}s ({seconds / len(names):.2f}s per person) -> {path}")
+    artefacts.save_masks(path, masks, keys, settings, seconds)  # by process 0 alone
+    distributed.barrier(f"{path} written")  # the other processes may read it next
+    log(f"[{method}] {len(keys)} masks in {seconds:.1f}s ({seconds / len(keys):.2f}s each) -> {path}")
     out[method] = masks
   return out
+
+
+def _each_photo_alone(split: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(T, 1, 112, 112, 3) float32 photos and (T, 1) validity: every photo an identity of its own."""
+  images = split["images"].astype(np.float32)[:, None]
+  return images, np.ones(images.shape[:2], bool)

@@ -5,7 +5,8 @@
 Fields joined by `+` move together: `attack.rule+attack.iters=base+16,transfer+100`.
 A tuple field takes `/`-separated items (`surrogates=foamliu_mbf/edgeface_xs`).
 Every point is validated like the base config (run.config.validate); a bad
-field, value or point raises SettingError for the setting `sweep`.
+field, value or point, or two points of one name, raises SettingError for the
+setting `sweep`.
 """
 from __future__ import annotations
 
@@ -66,18 +67,31 @@ def _axis(part: str, base: RunConfig) -> list[list[tuple[str, str, str, object]]
   return axis
 
 
+def _parts(spec: str) -> list[str]:
+  return list(filter(None, (p.strip() for p in spec.split(";"))))
+
+
+def swept_fields(spec: str) -> list[str]:
+  """The dotted fields the grid moves, in the order they appear."""
+  fields = [f.strip() for part in _parts(spec) for f in part.partition("=")[0].split("+")]
+  return list(dict.fromkeys(fields))
+
+
 def parse_grid(spec: str, base: RunConfig) -> list[tuple[str, RunConfig]]:
   """(point name, validated config) for every point; each point works in <base workdir>/<name>."""
-  axes = [_axis(part, base) for part in filter(None, (p.strip() for p in spec.split(";")))]
+  axes = [_axis(part, base) for part in _parts(spec)]
   if not axes:
     raise SettingError("sweep", spec, "is empty; give at least one 'field=v1,v2'")
-  points = []
+  points, seen = [], set()
   for combo in itertools.product(*axes):
     cfg, label = base, []
     for _, section, name, value in itertools.chain.from_iterable(combo):
       cfg = _replace(cfg, section, name, value)
       label.append(f"{name}={format_value(value)}")
     point = "__".join(label).replace("/", "_")
+    if point in seen:  # e.g. eps=8,8.0: one work directory cannot hold two points
+      raise SettingError("sweep", spec, f"names the point {point} twice")
+    seen.add(point)
     cfg = dataclasses.replace(cfg, workdir=str(pathlib.Path(base.workdir) / point))
     try:
       config_lib.validate(cfg)
