@@ -2,6 +2,7 @@
 from absl import flags
 
 from opom_jax.attack.config import AttackConfig
+from opom_jax.attack.ensemble import WEIGHTINGS
 from opom_jax.attack.update_rules import RULES
 
 _D = AttackConfig()
@@ -18,6 +19,16 @@ REDUCED_UPPER = flags.DEFINE_float("reduced_upper", _D.reduced_upper, "Weight ca
 DROPOUT = flags.DEFINE_float("dropout", _D.dropout_rate, "DFANet dropout probability, in [0, 1) (0: off).")
 DIVERSITY = flags.DEFINE_float("diversity_prob", _D.diversity_prob, "Input-diversity probability, in [0, 1].")
 EOT = flags.DEFINE_float("eot_prob", _D.eot_prob, "Expectation over JPEG re-compression and resizing: probability of each, in [0, 1] (0: off).")
+DROPOUT_RATES = flags.DEFINE_string("dropout_rates", _D.dropout_rates, "DFANet rate per surrogate, `/`-separated in --surrogates order, e.g. 0.1/0/0.05 (empty: --dropout for all).")
+TI_KERNEL = flags.DEFINE_integer("ti_kernel", _D.ti_kernel, "Translation invariance: odd side of the Gaussian that smooths the gradient (0: off).")
+TI_SIGMA = flags.DEFINE_float("ti_sigma", _D.ti_sigma, "Its sigma in pixels (0: radius/sqrt(3), as in the TI paper).")
+SI_COPIES = flags.DEFINE_integer("si_copies", _D.si_copies, "Scale invariance: loss averaged over x * 2^-i, i < this (1: off).")
+VT_SAMPLES = flags.DEFINE_integer("vt_samples", _D.vt_samples, "Variance tuning: gradients sampled around x per step (0: off).")
+VT_BETA = flags.DEFINE_float("vt_beta", _D.vt_beta, "Variance tuning: the sampled neighbourhood's radius in units of --eps.")
+ENSEMBLE_SUBSET = flags.DEFINE_integer("ensemble_subset", _D.ensemble_subset, "Surrogates drawn at random per iteration (0: all); the others do not run.")
+ENSEMBLE_WEIGHTING = flags.DEFINE_enum("ensemble_weighting", _D.ensemble_weighting, WEIGHTINGS, "mean: mean of the surrogates' losses; equalise: each divided by its size at the start.")
+VARIATION_PROB = flags.DEFINE_float("variation_prob", _D.variation_prob, "Learn on varied photos (flip, shift, rotation, light, blur): probability of each, in [0, 1] (0: off).")
+MASK_RESOLUTION = flags.DEFINE_integer("mask_resolution", _D.mask_resolution, "A smooth mask: bilinear on a grid of this side, in [2, 112] (0: off).")
 SEED = flags.DEFINE_integer("seed", 0, "Random seed (random start, dropout).")
 
 
@@ -27,4 +38,10 @@ def attack_config(loss: str) -> AttackConfig:
                       iters=ITERS.value, nter=NTER.value, lower=LOWER.value, upper=UPPER.value,
                       reduced_upper=REDUCED_UPPER.value,
                       dropout_rate=DROPOUT.value, diversity_prob=DIVERSITY.value,
-                      eot_prob=EOT.value)
+                      eot_prob=EOT.value, dropout_rates=DROPOUT_RATES.value,
+                      ti_kernel=TI_KERNEL.value, ti_sigma=TI_SIGMA.value,
+                      si_copies=SI_COPIES.value, vt_samples=VT_SAMPLES.value,
+                      vt_beta=VT_BETA.value, ensemble_subset=ENSEMBLE_SUBSET.value,
+                      ensemble_weighting=ENSEMBLE_WEIGHTING.value,
+                      variation_prob=VARIATION_PROB.value,
+                      mask_resolution=MASK_RESOLUTION.value)

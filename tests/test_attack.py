@@ -1,6 +1,5 @@
 """The universal-mask attack on real faces with the real foamliu surrogate."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -5,7 +5,6 @@ real files give the expected key counts, shapes and parameter totals, the
 ports reproduce stored PyTorch reference embeddings (tests/golden, written by
 benchmarks/make_goldens.py) and separate identities on real, aligned LFW faces.
 """
-import io
 import os
 import pickle
 import zipfile

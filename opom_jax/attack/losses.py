@@ -70,7 +70,7 @@ def affine_hull(adv, clean, valid, step, **_):
   return _hull_loss("affine_hull", adv, clean, valid, 0.0, 1.0)
 
 
-def convex_hull(adv, clean, valid, step, *, lower=0.0, upper=1.0, nter=5):
+def convex_hull(adv, clean, valid, step, *, lower=0.0, upper=1.0, nter=5, **_):
   """OPOM-CH: distance to the (reduced) convex hull, after `nter` class-centre steps.
 
   The reference warms up with the class-centre weights w = 1/N for the first
