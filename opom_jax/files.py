@@ -3,13 +3,27 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from typing import BinaryIO, Callable
+
+
+def _this_process_writes() -> bool:
+  if "jax" not in sys.modules:  # no JAX, no multi-process run
+    return True
+  from opom_jax.run import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.is_main()
 
 
 def atomic_write(path, write: Callable[[BinaryIO], None]) -> pathlib.Path:
   """Calls write(binary file) on a temporary file beside `path`, then renames it
-  over `path`: readers see the old file or the new one, never a partial one."""
+  over `path`: readers see the old file or the new one, never a partial one.
+
+  In a multi-process run only process 0 writes (the others hold the same
+  gathered results), so no two processes write one file.
+  """
   path = pathlib.Path(path)
+  if not _this_process_writes():
+    return path
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   try:

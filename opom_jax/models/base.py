@@ -14,6 +14,10 @@ block, so every call sees a slightly different surrogate.
 A black-box runtime is an object with ``embed(images) -> (N, d) float32``
 taking the canonical uint8 batch and returning L2-normalised embeddings; it
 is never differentiated.
+
+`in_compute_dtype(apply, "bfloat16")` is the same surrogate computed in
+bfloat16 (ComputeIn); its embedding, and so the loss and the update, stay
+float32.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from opom_jax.models import ops
 
 ApplyFn = Callable[..., jax.Array]
 # One image of the canonical batch: ArcFace-aligned 112x112 RGB.
@@ -38,6 +44,38 @@ class Surrogate:
 
   def embed(self, x, **kw) -> jax.Array:
     return l2_normalize(self.apply(self.params, x, **kw))
+
+
+# What a surrogate forward may compute in (RunConfig.compute_dtype).
+FLOAT32, BFLOAT16 = "float32", "bfloat16"
+COMPUTE_DTYPES = (FLOAT32, BFLOAT16)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeIn:
+  """`apply` with its floating params and input cast to `dtype`, its embedding float32.
+
+  Every ops.conv2d inside takes `dtype` operands and accumulates in float32
+  (an importer that casts its input back to float32 still gets low-precision
+  convolutions; flax layers follow their bfloat16 params). A frozen dataclass,
+  so equal wrappers hash equal and share jitted programs (run.learn).
+  """
+  apply: ApplyFn
+  dtype: str
+
+  def __call__(self, params, x, **kw) -> jax.Array:
+    dtype = jnp.dtype(self.dtype)
+    params = jax.tree.map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+    with ops.operands_in(dtype):
+      return self.apply(params, jnp.asarray(x).astype(dtype), **kw).astype(jnp.float32)
+
+
+def in_compute_dtype(apply: ApplyFn, dtype: str) -> ApplyFn:
+  """`apply` computed in `dtype` (one of COMPUTE_DTYPES); float32 is `apply` itself."""
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute dtype {dtype!r}; choose from {list(COMPUTE_DTYPES)}")
+  return apply if dtype == FLOAT32 else ComputeIn(apply, dtype)
 
 
 class Runtime(Protocol):

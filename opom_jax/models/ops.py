@@ -1,18 +1,38 @@
 """Layer primitives shared by the importers and the networks.
 
-Depthwise convolutions are written as a sum of kh*kw shifted, strided slices
-times per-channel weights. XLA's CPU backend runs grouped convolutions
-(feature_group_count = channels) 10-50x slower than this elementwise form,
-forward and especially backward (measured on 10x56x56x128, 3x3: forward
-222 ms vs 19 ms, input gradient of a stride-2 conv 1222 ms vs 23 ms), and
-MobileFaceNets are mostly depthwise convolutions. Results are identical.
+Depthwise convolutions have two kernel paths (DEPTHWISE_PATHS), equal in value:
+
+- `shifted`: a sum of kh*kw shifted, strided slices times per-channel weights.
+  XLA's CPU backend runs grouped convolutions 10-50x slower than this
+  elementwise form, forward and especially backward (measured on
+  10x56x56x128, 3x3: forward 222 ms vs 19 ms, input gradient of a stride-2
+  conv 1222 ms vs 23 ms), and MobileFaceNets are mostly depthwise convolutions.
+- `grouped`: XLA's grouped convolution (feature_group_count = channels), for
+  which GPUs and TPUs have vendor kernels.
+
+The environment variable OPOM_DEPTHWISE picks one: `shifted`, `grouped`,
+`measure` (time both once per backend and shape: kernel_choice.fastest), or
+`auto`, the default: shifted on CPU without measuring (the factor above; runs
+stay bit-identical to earlier ones), measured on other backends (grouped if
+the measurement fails). The choice is made while a program is traced, so a
+jitted program keeps the path it was traced with.
+
+Inside `operands_in(jnp.bfloat16)` convolutions take bfloat16 operands and
+accumulate and return float32 (base.ComputeIn: a bfloat16 surrogate forward).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
+
+from opom_jax.errors import UserError
+from opom_jax.models import kernel_choice
+from opom_jax.registry import Registry
 
 # Full fp32 so that GPUs (TF32 by default) agree with the fp32 references.
 PRECISION = jax.lax.Precision.HIGHEST
@@ -79,17 +99,93 @@ def _dw_bwd(strides, padding, dilation, res, g):
 depthwise_conv2d.defvjp(_dw_fwd, _dw_bwd)
 
 
+def _xla_conv(x, w_hwio, strides, padding, dilation, groups, accumulate):
+  return jax.lax.conv_general_dilated(
+      x, w_hwio.astype(x.dtype), window_strides=tuple(strides), padding=tuple(padding),
+      rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=groups, precision=PRECISION, preferred_element_type=accumulate)
+
+
+def _shifted_path(x, w_hwio, strides, padding, dilation, accumulate):
+  if accumulate is not None:  # products of bfloat16 values are exact in float32
+    x, w_hwio = x.astype(accumulate), w_hwio.astype(accumulate)
+  return depthwise_conv2d(x, w_hwio[:, :, 0, :], strides, padding, dilation)
+
+
+def _grouped_path(x, w_hwio, strides, padding, dilation, accumulate):
+  return _xla_conv(x, w_hwio, strides, padding, dilation, x.shape[-1], accumulate)
+
+
+# Each: fn(x, w_hwio (kh, kw, 1, C), strides, padding, dilation, accumulate dtype or None).
+DEPTHWISE_PATHS = Registry("depthwise convolution path",
+                           {"shifted": _shifted_path, "grouped": _grouped_path})
+DEPTHWISE_ENV = "OPOM_DEPTHWISE"
+AUTO, MEASURE = "auto", "measure"
+# `auto` without measuring: CPU (see above); a backend not named here is measured.
+STATIC_DEPTHWISE = {"cpu": "shifted"}
+# Where measuring fails: the vendor kernel.
+FALLBACK_DEPTHWISE = "grouped"
+
+
+def depthwise_mode() -> str:
+  """OPOM_DEPTHWISE: a path name, `measure` or `auto` (unset); UserError otherwise."""
+  mode = os.environ.get(DEPTHWISE_ENV, "") or AUTO
+  modes = [AUTO, MEASURE, *DEPTHWISE_PATHS.names()]
+  if mode not in modes:
+    raise UserError(f"{DEPTHWISE_ENV}={mode} is not a depthwise convolution path; "
+                    f"choose from {modes}")
+  return mode
+
+
+def _input_gradient_program(path, strides, padding, dilation, accumulate):
+  """What the attack asks of a convolution: its value and its input gradient."""
+  def run(x, w):
+    y, vjp = jax.vjp(lambda x: path(x, w, strides, padding, dilation, accumulate), x)
+    return jnp.sum(y), vjp(jnp.ones_like(y))[0]
+  return run
+
+
+def depthwise_path(x, w_hwio, strides, padding, dilation, accumulate=None) -> str:
+  """The name of the path a depthwise convolution of these shapes takes here (module doc)."""
+  mode, backend = depthwise_mode(), jax.default_backend()
+  if mode in DEPTHWISE_PATHS:
+    return mode
+  if mode == AUTO and backend in STATIC_DEPTHWISE:
+    return STATIC_DEPTHWISE[backend]
+  key = ("depthwise", backend, tuple(x.shape), str(x.dtype), tuple(w_hwio.shape),
+         str(w_hwio.dtype), strides, padding, dilation, str(accumulate))
+  programs = {name: _input_gradient_program(DEPTHWISE_PATHS[name], strides, padding, dilation,
+                                            accumulate) for name in DEPTHWISE_PATHS}
+  specs = [jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(w_hwio.shape, w_hwio.dtype)]
+  return kernel_choice.fastest(key, programs, specs, FALLBACK_DEPTHWISE)
+
+
+_OPERANDS = contextvars.ContextVar("opom_conv_operands", default=None)
+
+
+@contextlib.contextmanager
+def operands_in(dtype):
+  """Convolutions traced inside take `dtype` operands and accumulate and return float32."""
+  token = _OPERANDS.set(jnp.dtype(dtype))
+  try:
+    yield
+  finally:
+    _OPERANDS.reset(token)
+
+
 def conv2d(x, w_hwio, strides=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
-  """NHWC x HWIO convolution; depthwise ones take the fast elementwise path."""
+  """NHWC x HWIO convolution; pointwise ones are matmuls, depthwise ones take depthwise_path."""
+  operands = _OPERANDS.get()
+  accumulate = None if operands is None else jnp.float32
+  if operands is not None:
+    x, w_hwio = x.astype(operands), w_hwio.astype(operands)
   channels = x.shape[-1]
   if (w_hwio.shape[:2] == (1, 1) and groups == 1 and tuple(strides) == (1, 1)
       and all(p == (0, 0) for p in map(tuple, padding))):
     # Pointwise: a matmul over channels (its gradient is ~5x faster than the conv's on CPU).
-    return jnp.einsum("nhwc,cd->nhwd", x, w_hwio[0, 0].astype(x.dtype), precision=PRECISION)
+    return jnp.einsum("nhwc,cd->nhwd", x, w_hwio[0, 0].astype(x.dtype), precision=PRECISION,
+                      preferred_element_type=accumulate)
   if groups > 1 and groups == channels and w_hwio.shape[2] == 1 and w_hwio.shape[3] == channels:
-    return depthwise_conv2d(x, w_hwio[:, :, 0, :], tuple(strides),
-                            tuple(map(tuple, padding)), tuple(dilation))
-  return jax.lax.conv_general_dilated(
-      x, w_hwio.astype(x.dtype), window_strides=tuple(strides), padding=tuple(padding),
-      rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=groups, precision=PRECISION)
+    args = (tuple(strides), tuple(map(tuple, padding)), tuple(dilation), accumulate)
+    return DEPTHWISE_PATHS[depthwise_path(x, w_hwio, *args)](x, w_hwio, *args)
+  return _xla_conv(x, w_hwio, strides, padding, dilation, groups, accumulate)

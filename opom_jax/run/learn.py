@@ -24,6 +24,7 @@ import numpy as np
 from opom_jax import attack
 from opom_jax import fingerprint
 from opom_jax.run import artefacts
+from opom_jax.run import distributed
 from opom_jax.run import sharding
 from opom_jax.run.checkpoint import AttackCheckpointer
 from opom_jax.run.log import progress_log
@@ -70,16 +71,18 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
                 valid: np.ndarray, cfg: attack.AttackConfig, *, seed: int = 0,
                 people_per_batch: int = 10, devices: int = 0,
                 workdir: str | pathlib.Path | None = None, checkpoint_every: int = 0,
-                settings: dict | None = None,
+                settings: dict | None = None, label: str = "", unit: str = "people",
                 log: Callable[[str], None] | None = None) -> np.ndarray:
   """Masks (P, H, W, C) float32 for images (P, N, H, W, C) float 0..255, valid (P, N).
 
   With `workdir`, finished batches are stored as `<digest>/batch_<b>.npy` and
   in-progress batches checkpointed under `<digest>/ckpt_<b>/`; both are reused
   on restart with the same inputs. `settings` (JSON-able) adds what the inputs
-  do not show (e.g. surrogate names) to the digest.
+  do not show (e.g. surrogate names) to the digest. `label` (default the loss)
+  and `unit` (what the first axis of `images` holds) name the progress lines.
   """
   log = log or progress_log
+  label = label or cfg.loss
   images = np.asarray(images, np.float32)
   valid = np.asarray(valid, bool)
   num_people = len(images)
@@ -91,6 +94,7 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
            "inputs": fingerprint.array_digest(images, valid),
            "weights": fingerprint.array_digest(*jax.tree.leaves(params)), **(settings or {})}
     workdir = progress_dir(workdir, key)
+    distributed.check_shared(workdir)
     artefacts.write_json(workdir / "settings.json", key)
   params = sharding.replicate(params, mesh)
 
@@ -103,10 +107,10 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
     if done_file and done_file.exists():
       try:
         masks.append(artefacts.load_array(done_file, (hi - lo,) + images.shape[2:], cfg.eps))
-        log(f"[{cfg.loss}] batch {b + 1}/{num_batches}: reused {done_file}")
+        log(f"[{label}] batch {b + 1}/{num_batches}: reused {done_file}")
         continue
       except artefacts.DamagedError as e:
-        log(f"[{cfg.loss}] {done_file} is damaged ({e}); recomputing")
+        log(f"[{label}] {done_file} is damaged ({e}); recomputing")
     ids = np.arange(lo, lo + batch)  # padded people get keys too; their masks are dropped
     x = sharding.shard_people(sharding.pad_people(images[lo:hi], batch), mesh)
     v = sharding.shard_people(sharding.pad_people(valid[lo:hi], batch), mesh)
@@ -116,21 +120,21 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
     if ckpt and ckpt.all_steps():
       restored, at = ckpt.restore_latest(state, lambda s, i: _state_problem(s, i, cfg), log)
       if restored is None:
-        log(f"[{cfg.loss}] batch {b + 1}/{num_batches}: no intact checkpoint in {ckpt.directory}; "
+        log(f"[{label}] batch {b + 1}/{num_batches}: no intact checkpoint in {ckpt.directory}; "
             "starting the batch from scratch")
       else:
         state = restored
-        log(f"[{cfg.loss}] batch {b + 1}/{num_batches}: resumed at iteration {at}")
-    first = int(state["step"][0])
+        log(f"[{label}] batch {b + 1}/{num_batches}: resumed at iteration {at}")
+    first = int(sharding.gather(state["step"])[0])
     for it in range(first, cfg.iters):
       state, loss = step(state, x, v, params)
       if ckpt and (it + 1) % checkpoint_every == 0 and it + 1 < cfg.iters:
         ckpt.save(it + 1, state)
       if (it + 1) % max(1, cfg.iters // 4) == 0 or it + 1 == cfg.iters:
-        mean_loss = float(np.mean(np.asarray(loss)[: hi - lo]))
-        log(f"[{cfg.loss}] people {lo}-{hi - 1} of {num_people}, iteration {it + 1}/{cfg.iters}, "
+        mean_loss = float(np.mean(sharding.gather(loss)[: hi - lo]))
+        log(f"[{label}] {unit} {lo}-{hi - 1} of {num_people}, iteration {it + 1}/{cfg.iters}, "
             f"loss {mean_loss:.5f}, {time.time() - start_time:.0f}s")
-    result = np.asarray(state["delta"])[: hi - lo].astype(np.float32)
+    result = sharding.gather(state["delta"])[: hi - lo].astype(np.float32)
     if done_file:
       artefacts.save_array(done_file, result)
     if ckpt:
