@@ -108,6 +108,15 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
   assert (tmp_path / "protection.png").exists() and (tmp_path / "masks_preview.png").exists()
   assert (tmp_path / "protection_per_person.png").stat().st_size > 0
 
+  # A second evaluation (a killed one restarted) embeds nothing again: every embedding,
+  # protected photos included, is cached by its photos' digest; the rows are the same.
+  class NoEmbedding:
+    name = target.name
+    embed = staticmethod(_no_embedding)
+  again = evaluate(cfg, log=lambda _: None, faces=faces, targets=[("white-box", NoEmbedding())],
+                   verification_max_images=24)
+  assert again == rows
+
 
 def _no_embedding(images):
   raise AssertionError(f"embedded {len(images)} images: the threshold was not cached")
@@ -194,3 +203,4 @@ def test_masks_beyond_the_budget_are_refused(tmp_path):
   artefacts.save_masks(mask_path(tmp_path, METHOD), np.full((2, 112, 112, 3), 9.0, np.float32),
                        ["A", "B"], artefacts.mask_settings(cfg, METHOD, ["A", "B"]), 0.0)
   assert "exceeds 8" in _evaluate_error(cfg)
+

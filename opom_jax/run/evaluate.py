@@ -173,18 +173,20 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
     embed = distributed.split_rows(load().embed)  # each process embeds a share of the photos
     threshold = (verification_threshold(cfg, target_name, embed, verification_max_images, log)
                  if verification else None)
-    dis, clean_test = (
-        _cached_features(features_dir(cfg), target_name, what, images, embed,
-                         model_root=cfg.model_root, log=log)
-        for what, images in (("distractors", distractors["images"]), ("test_clean", test["images"])))
+    # Every embedding is cached by its photos' digest, protected ones too: a killed
+    # evaluation restarted redoes no target it had finished.
+    features = lambda what, images: _cached_features(
+        features_dir(cfg), target_name, what, images, embed, model_root=cfg.model_root, log=log)
+    dis, clean_test = features("distractors", distractors["images"]), features("test_clean", test["images"])
     for method, m in masks.items():
       t0 = time.time()
       prot_test = protect(test["images"],
                           masks_of(test_photos, m, method in per_photo, test["identity"]))
-      probe = embed(prot_test)
+      probe = features(f"{method}_test", prot_test)
       res = metrics.protection(probe, clean_test, test["identity"], dis)
       uni = None if method in per_photo else metrics.protection(
-          embed(protect(train["images"], m[train["identity"]])), clean_test, test["identity"],
+          features(f"{method}_train", protect(train["images"], m[train["identity"]])),
+          clean_test, test["identity"],
           dis, probe_identity=train["identity"], exclude_same_index=False)
       rejection = (None if threshold is None else
                    metrics.verification_rejection(probe, clean_test, test["identity"],
