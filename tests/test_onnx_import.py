@@ -52,6 +52,19 @@ def test_foamliu_matches_onnxruntime_batched(faces, foamliu):
   np.testing.assert_allclose(theirs[:3], one_by_one, atol=1e-5)
 
 
+def test_batched_runtime_embeds_in_chunks_with_the_same_result(faces, monkeypatch):
+  target = onnx_runtime.foamliu_runtime()
+  whole = target.embed(faces)
+  calls = []
+  run = target.session.run
+  monkeypatch.setattr(onnx_runtime, "BATCH", 5)
+  monkeypatch.setattr(target, "session", type("Counting", (), {
+      "run": staticmethod(lambda out, feed: calls.append(len(feed[target.input_name])) or run(out, feed))})())
+  chunked = target.embed(faces)
+  assert calls == [5, 5, 5, 1]  # 16 photos, at most BATCH per run
+  np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
 def test_w600k_is_dequantised_float_graph():
   ops = onnx_import.op_list(paths.model_file(onnx_mobilefacenets.W600K_FILE))
   assert "FusedConv" in ops and "FusedMatMul" in ops

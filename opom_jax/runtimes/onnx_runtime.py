@@ -30,6 +30,7 @@ from opom_jax.models.networks import onnx_mobilefacenets
 from opom_jax.models.networks import faceplugin_mobilefacenet
 
 INTRA_OP_THREADS = 2
+BATCH = 128   # photos per session.run of a batched model
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -97,7 +98,11 @@ class OnnxRuntimeTarget:
     if self.one_image_per_run:
       out = [self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
       return np.concatenate(out, 0).astype(np.float32)
-    return self.session.run(None, {self.input_name: x})[0].astype(np.float32)
+    # Chunks: one run over thousands of photos holds every activation at once (20 GB for
+    # faceplugin on 4231 photos, enough for the kernel to kill the process).
+    out = [self.session.run(None, {self.input_name: x[i:i + BATCH]})[0]
+           for i in range(0, len(x), BATCH)]
+    return np.concatenate(out, 0).astype(np.float32)
 
   def embed(self, images: np.ndarray) -> np.ndarray:
     y = self.raw(images)
