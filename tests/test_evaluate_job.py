@@ -7,7 +7,7 @@ import pytest
 from opom_jax import paths
 from opom_jax.attack import AttackConfig
 from opom_jax.errors import UserError
-from opom_jax.eval import thresholds
+from opom_jax.eval import paired, thresholds
 from opom_jax.run import artefacts
 from opom_jax.run.config import DataConfig, RunConfig
 from opom_jax.run.evaluate import evaluate
@@ -103,6 +103,14 @@ def test_evaluate_writes_the_right_rows(tmp_path, aligned_lfw, foamliu):
     written = list(csv.DictReader(f))
   assert [(r["method"], r["target"]) for r in written] == [(r["method"], r["target"]) for r in rows]
   assert float(written[2]["protect@1"]) == pytest.approx(noise_protection, abs=1e-4)
+  # Per-person counts (for paired comparisons) pool to each row's protect@1.
+  counts, boxes, people = paired.read_per_person(tmp_path / paired.PER_PERSON)
+  assert people == names and boxes == {"jax:foamliu_mbf": "white-box"}
+  for r in rows:
+    c = counts[(r["method"], "jax:foamliu_mbf")]
+    assert list(c.pairs) == [6, 6]
+    assert c.misses.sum() / c.pairs.sum() == pytest.approx(r["protect@1"])
+    assert c.train_misses.sum() / c.train_pairs.sum() == pytest.approx(r["train_protect@1"])
   table = (tmp_path / "results.md").read_text().splitlines()
   assert len(table) == 2 + len(rows) and table[4].startswith(f"| {METHOD} | jax:foamliu_mbf |")
   assert (tmp_path / "protection.png").exists() and (tmp_path / "masks_preview.png").exists()

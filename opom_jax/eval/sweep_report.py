@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 
-from opom_jax.eval import figures
-from opom_jax.eval.tables import markdown_table
+from opom_jax.eval import figures, paired
+from opom_jax.eval.tables import csv_text, markdown_table
 from opom_jax.files import atomic_write, atomic_write_text
 
 CELEBRITY_DATASETS = ("lfw-deepfunneled", "celeba-subset")
@@ -166,12 +166,25 @@ def _image(path: pathlib.Path, workdir: pathlib.Path, alt: str) -> str:
   return f"![{alt}]({path.relative_to(workdir).as_posix()})"
 
 
-def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
-                 failed: dict[str, str], examples: dict[str, pathlib.Path]) -> pathlib.Path:
-  """<workdir>/report.md with its figures in <workdir>/figures.
+def comparison_table(per_person_file) -> tuple[str, list[dict]]:
+  """Markdown and rows of the paired comparisons (eval.paired) of one point's methods."""
+  counts, boxes, _ = paired.read_per_person(per_person_file)
+  rows = paired.comparisons(counts, boxes, is_control=is_control)
+  for r in rows:
+    r["95% CI"] = f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"
+  return markdown_table(rows, ["comparison", "targets", "difference", "95% CI", "verdict"]), rows
 
-  rows: the aggregate rows (numbers as floats); examples: point -> its examples.npz.
+
+def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
+                 failed: dict[str, str], examples: dict[str, pathlib.Path],
+                 per_person: dict[str, pathlib.Path] | None = None) -> pathlib.Path:
+  """<workdir>/report.md with its figures in <workdir>/figures, and comparisons.csv.
+
+  rows: the aggregate rows (numbers as floats); examples: point -> its examples.npz;
+  per_person: point -> its per_person.csv, for paired comparisons of its methods.
   """
+  per_person = per_person or {}
+  compared = []
   workdir = pathlib.Path(workdir)
   out = workdir / FIGURES
   finished = list(dict.fromkeys(r["point"] for r in rows))
@@ -207,4 +220,17 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                _image(faces, workdir, "example faces"), ""]
     elif not is_celebrity(dataset):
       text += ["No example faces: the people of this data set are not public figures.", ""]
+    for point in (p for p in finished if p in per_person and any(r["point"] == p for r in part)):
+      table, point_rows = comparison_table(per_person[point])
+      if point_rows:
+        text += [f"Paired comparisons at `{point}`: the difference in protect@1 (unseen photos, "
+                 "or training minus unseen photos), averaged over the black-box targets, with a "
+                 "95% CI from one bootstrap over people shared by both sides; a verdict names a "
+                 "side only when the interval excludes 0:", "", table, ""]
+        compared += [{"point": point, "dataset": dataset, **r} for r in point_rows]
+  if compared:
+    atomic_write_text(workdir / "comparisons.csv", csv_text(
+        compared, ["point", "dataset", "comparison", "photos", "targets", "difference", "lo",
+                   "hi", "verdict"]))
   return atomic_write_text(workdir / "report.md", "\n".join(text))
+

@@ -9,14 +9,19 @@ import pathlib
 from opom_jax.files import atomic_write_text
 
 
-def write_results(workdir, rows: list[dict], fields: list[str]) -> str:
-  workdir = pathlib.Path(workdir)
+def csv_text(rows: list[dict], fields: list[str]) -> str:
+  """Floats to four decimals; keys not in fields are left out."""
   buffer = io.StringIO(newline="")
   w = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
   w.writeheader()
   for r in rows:
     w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-  atomic_write_text(workdir / "results.csv", buffer.getvalue())
+  return buffer.getvalue()
+
+
+def write_results(workdir, rows: list[dict], fields: list[str]) -> str:
+  workdir = pathlib.Path(workdir)
+  atomic_write_text(workdir / "results.csv", csv_text(rows, fields))
   table = markdown_table(rows, fields)
   atomic_write_text(workdir / "results.md", table + "\n")
   atomic_write_text(workdir / "results.json", json.dumps(rows, indent=1))

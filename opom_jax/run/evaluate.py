@@ -9,7 +9,7 @@ import numpy as np
 
 from opom_jax import fingerprint
 from opom_jax.errors import UserError
-from opom_jax.eval import metrics, quality, thresholds
+from opom_jax.eval import metrics, paired, quality, thresholds
 from opom_jax.eval.tables import markdown_table, write_results
 from opom_jax.run import artefacts
 from opom_jax.run import distributed
@@ -167,7 +167,8 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
   for method in sorted(per_photo):
     log(f"evaluate: {method} perturbs each test photo on its own: no train_protect@1 (left empty)")
   test_photos = np.arange(len(test["images"]))
-  rows, per_person = [], {}
+  tested = [names[i] for i in np.unique(test["identity"])]  # metrics' people, in their order
+  rows, per_person, person_counts = [], {}, []
   for box, target_name, load in _targets(cfg, targets):
     log(f"evaluate: {target_name} ({box}) on {len(distractors['images'])} distractors")
     embed = distributed.split_rows(load().embed)  # each process embeds a share of the photos
@@ -194,12 +195,14 @@ def evaluate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
       row = _row(method, target_name, box, test, prot_test, res, uni, rejection)
       rows.append(row)
       per_person[(method, target_name)] = res.per_person[1]
+      person_counts += paired.per_person_rows(method, target_name, box, tested, res, uni)
       log(f"  {method:>16s} vs {target_name}: protect@1 {row['protect@1']:.3f} "
           f"[{row['protect@1_lo']:.3f}, {row['protect@1_hi']:.3f}] @5 {row['protect@5']:.3f} "
           f"@10 {row['protect@10']:.3f}"
           + (f" verif_reject {row['verif_reject']:.3f}" if rejection is not None else "")
           + f" ({time.time() - t0:.0f}s)")
-  write_results(cfg.workdir, rows, FIELDS)
+  paired.write_per_person(cfg.workdir, person_counts)  # before results.csv: a sweep's marker
+  write_results(cfg.workdir, rows, FIELDS)              # names results.csv, the last written
   _write_pictures(cfg, rows, per_person, test, masks, per_photo, log)
   return rows
 

@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import datetime
 import hashlib
-import io
 import json
 import pathlib
 import time
@@ -27,6 +26,8 @@ import traceback
 import numpy as np
 
 from opom_jax import fingerprint
+from opom_jax.eval import paired
+from opom_jax.eval.tables import csv_text
 from opom_jax.files import atomic_write, atomic_write_text
 from opom_jax.run import artefacts
 from opom_jax.run import config as config_lib
@@ -205,9 +206,11 @@ def run_sweep(base: RunConfig, spec: str, log: Log = None, parallel: int = 1) ->
   from opom_jax.eval import sweep_report  # pylint: disable=g-import-not-at-top  (matplotlib)
   examples = {name: pathlib.Path(cfg.workdir) / EXAMPLES for name, cfg in points
               if name not in failed and (pathlib.Path(cfg.workdir) / EXAMPLES).exists()}
+  per_person = {name: pathlib.Path(cfg.workdir) / paired.PER_PERSON for name, cfg in points
+                if is_finished(cfg) and (pathlib.Path(cfg.workdir) / paired.PER_PERSON).exists()}
   report = sweep_report.write_report(workdir, read_results(results), spec=spec,
                                      points=[n for n, _ in points], failed=failed,
-                                     examples=examples)
+                                     examples=examples, per_person=per_person)
   slog(f"sweep: {len(points) - len(failed)} of {len(points)} points finished "
        f"({len(skipped)} before this run), {len(failed)} failed; {results}, {report}")
   return Outcome([n for n, _ in points], skipped, failed, results, report)
@@ -232,16 +235,7 @@ def write_results(workdir: pathlib.Path, points: list[tuple[str, RunConfig]],
     settings = {"point": name, **{c: setting_value(cfg, f) for c, f in point_fields.items()}}
     with open(pathlib.Path(cfg.workdir) / "results.csv", newline="") as f:
       lines += [{**row, **settings} for row in csv.DictReader(f)]
-  text = _csv_text(fields, lines)
-  return atomic_write_text(workdir / "results.csv", text)
-
-
-def _csv_text(fields: list[str], rows: list[dict]) -> str:
-  buffer = io.StringIO(newline="")
-  writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-  writer.writeheader()
-  writer.writerows(rows)
-  return buffer.getvalue()
+  return atomic_write_text(workdir / "results.csv", csv_text(lines, fields))
 
 
 def read_results(path) -> list[dict]:

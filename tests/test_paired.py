@@ -1,0 +1,107 @@
+"""Paired comparisons: one bootstrap over people shared by both sides of a difference."""
+import numpy as np
+import pytest
+
+from opom_jax.eval import bootstrap, paired
+from opom_jax.eval.sweep_report import is_control, write_report
+
+PAIRS = 90  # ordered pairs per person (10 photos)
+
+
+def _people(n=30, seed=0):
+  """Per-person misses of a method b spread from 10% to 90%, and a method a that misses
+  4 more pairs for every person: a small difference, the same for everyone."""
+  rng = np.random.default_rng(seed)
+  b = np.round(rng.uniform(0.1, 0.9, n) * PAIRS)
+  return b + 4, np.full(n, float(PAIRS)), b
+
+
+def test_a_consistent_small_difference_is_found_that_separate_intervals_miss():
+  a, pairs, b = _people()
+  d, lo, hi = paired.difference_ci(a, pairs, b, pairs)
+  assert d == pytest.approx(a.sum() / pairs.sum() - b.sum() / pairs.sum())
+  assert 0 < lo <= d <= hi
+  # Each method's own interval is wide (people differ a lot): they overlap.
+  a_lo, a_hi = bootstrap.pooled_rate_ci(a, pairs)
+  b_lo, b_hi = bootstrap.pooled_rate_ci(b, pairs)
+  assert a_lo < b_hi and b_lo < a_hi
+  assert paired.verdict(lo, hi, "a", "b") == "a higher"
+
+
+def test_identical_sides_differ_by_exactly_zero_and_swapping_negates():
+  a, pairs, b = _people()
+  assert paired.difference_ci(b, pairs, b, pairs) == (0.0, 0.0, 0.0)
+  d, lo, hi = paired.difference_ci(a, pairs, b, pairs)
+  assert paired.difference_ci(b, pairs, a, pairs) == pytest.approx((-d, -hi, -lo))
+
+
+def test_several_targets_average_their_pooled_rates():
+  a1, pairs, b1 = _people(seed=1)
+  a2, _, b2 = _people(seed=2)
+  pairs2 = pairs.copy()
+  pairs2[:5] = 0       # a target where five people have no pairs: they do not count there
+  a2[:5] = b2[:5] = 0
+  d, lo, hi = paired.difference_ci(np.stack([a1, b2]), np.stack([pairs, pairs2]),
+                                   np.stack([b1, a2]), np.stack([pairs, pairs2]))
+  by_hand = ((a1.sum() - b1.sum()) / pairs.sum() + (b2.sum() - a2.sum()) / pairs2.sum()) / 2
+  assert d == pytest.approx(by_hand)
+  assert d == pytest.approx(0, abs=1e-12)  # +4 and -4 pairs per person cancel
+  assert lo <= d <= hi
+
+
+def test_mismatched_shapes_are_refused():
+  with pytest.raises(ValueError, match=r"\(T, P\)"):
+    paired.difference_ci(np.ones(3), np.ones(3), np.ones(4), np.ones(4))
+
+
+def _per_person_rows():
+  """convex_hull misses 4 more pairs per person than class_center against the black-box
+  target and 40 fewer against the white-box one; fi_uap is never evaluated."""
+  a, pairs, b = _people()
+  rows = []
+  for method, target, box, misses, train in [
+      ("clean", "w600k_mbf", "black-box", np.zeros_like(b), np.zeros_like(b)),
+      ("class_center", "w600k_mbf", "black-box", b, b),
+      ("convex_hull", "w600k_mbf", "black-box", a, a - 4),
+      ("class_center", "jax:foamliu_mbf", "white-box", b, b),
+      ("convex_hull", "jax:foamliu_mbf", "white-box", np.maximum(b - 40, 0), b),
+      ("pgd_per_image", "w600k_mbf", "black-box", a + 2, None),
+      ("pgd_per_image", "jax:foamliu_mbf", "white-box", a + 2, None)]:
+    for i in range(len(b)):
+      rows.append({"method": method, "target": target, "box": box, "person": f"p,{i}",
+                   "pairs": int(pairs[i]), "misses@1": int(misses[i]),
+                   "train_pairs": 0 if train is None else int(pairs[i]),
+                   "train_misses@1": 0 if train is None else int(train[i])})
+  return rows
+
+
+def test_comparisons_use_black_box_targets_and_skip_missing_methods(tmp_path):
+  path = paired.write_per_person(tmp_path, _per_person_rows())
+  counts, boxes, people = paired.read_per_person(path)
+  assert people[:2] == ["p,0", "p,1"] and boxes["w600k_mbf"] == "black-box"
+  rows = {r["comparison"]: r for r in paired.comparisons(counts, boxes, is_control=is_control)}
+  assert set(rows) == {"convex_hull - class_center", "pgd_per_image - convex_hull",
+                       "class_center: training - unseen", "convex_hull: training - unseen"}
+  a, pairs, b = _people()
+  hull = rows["convex_hull - class_center"]
+  assert hull["targets"] == 1 and hull["difference"] == pytest.approx(4 / PAIRS)
+  assert hull["verdict"] == "convex_hull higher"
+  assert rows["convex_hull: training - unseen"]["difference"] == pytest.approx(-4 / PAIRS)
+  assert rows["convex_hull: training - unseen"]["verdict"] == "unseen higher"
+  assert rows["class_center: training - unseen"]["verdict"] == "no clear difference"
+
+
+def test_the_sweep_report_shows_and_writes_the_comparisons(tmp_path):
+  per_person = {"p": paired.write_per_person(tmp_path / "p", _per_person_rows())}
+  rows = [{"point": "p", "dataset": "att_faces", "surrogate": "foamliu_mbf", "target": t,
+           "box": box, "eps": 8.0, "rule": "base", "method": m, "protect@1": 0.5,
+           "protect@1_lo": 0.4, "protect@1_hi": 0.6}
+          for m in ("clean", "class_center", "convex_hull")
+          for t, box in (("w600k_mbf", "black-box"), ("jax:foamliu_mbf", "white-box"))]
+  report = write_report(tmp_path, rows, spec="attack.eps=8", points=["p"], failed={},
+                        examples={}, per_person=per_person).read_text()
+  assert "Paired comparisons at `p`" in report
+  assert "| convex_hull - class_center | 1 | 0.044 |" in report
+  written = (tmp_path / "comparisons.csv").read_text().splitlines()
+  assert written[0] == "point,dataset,comparison,photos,targets,difference,lo,hi,verdict"
+  assert written[1].startswith("p,att_faces,convex_hull - class_center,unseen,1,0.0444,")
