@@ -1,4 +1,6 @@
 """Paired comparisons: one bootstrap over people shared by both sides of a difference."""
+import csv
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,28 @@ def test_the_sweep_report_shows_and_writes_the_comparisons(tmp_path):
   written = (tmp_path / "comparisons.csv").read_text().splitlines()
   assert written[0] == "point,dataset,comparison,photos,targets,difference,lo,hi,verdict"
   assert written[1].startswith("p,att_faces,convex_hull - class_center,unseen,1,0.0444,")
+
+
+def test_points_of_one_eps_are_compared_on_the_same_people(tmp_path):
+  """A transfer-rule point whose hull misses 4 more pairs per person than the base-rule point
+  of the same eps; the eps-4 point has no partner."""
+  base = _per_person_rows()
+  better = [{**r, "misses@1": r["misses@1"] + 4} if r["method"] == "convex_hull" else r
+            for r in base]
+  per_person = {p: paired.write_per_person(tmp_path / p, rows)
+                for p, rows in (("base8", base), ("transfer8", better), ("base4", base))}
+  rows = [{"point": p, "dataset": "lfw-deepfunneled", "surrogate": "foamliu_mbf",
+           "target": "w600k_mbf", "box": "black-box", "eps": eps, "rule": rule, "method": m,
+           "protect@1": 0.5, "protect@1_lo": 0.4, "protect@1_hi": 0.6}
+          for p, eps, rule in (("base8", 8.0, "base"), ("transfer8", 8.0, "transfer"),
+                               ("base4", 4.0, "base"))
+          for m in ("clean", "class_center", "convex_hull")]
+  write_report(tmp_path, rows, spec="...", points=list(per_person), failed={}, examples={},
+               per_person=per_person)
+  with open(tmp_path / "comparisons.csv") as f:
+    between = [r for r in csv.DictReader(f) if "rule=" in r["comparison"]]
+  assert [(r["point"], r["comparison"], r["verdict"]) for r in between] == [
+      ("transfer8", "class_center: rule=transfer - rule=base", "no clear difference"),
+      ("transfer8", "convex_hull: rule=transfer - rule=base", "rule=transfer higher"),
+      ("transfer8", "pgd_per_image: rule=transfer - rule=base", "no clear difference")]
+  assert float(between[1]["difference"]) == pytest.approx(4 / PAIRS, abs=1e-4)

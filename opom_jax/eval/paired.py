@@ -145,3 +145,27 @@ def comparisons(counts: dict[tuple[str, str], Counts], boxes: dict[str, str], *,
                    "targets": len(targets), "difference": d, "lo": lo, "hi": hi,
                    "verdict": verdict(lo, hi, "training", "unseen")})
   return rows
+
+
+def between_points(a: tuple[dict, dict, list], b: tuple[dict, dict, list], names: tuple[str, str],
+                   *, is_control: Callable[[str], bool]) -> list[dict]:
+  """Rows `method: name_a - name_b` for each learned method both points evaluated, over the
+  black-box targets of both; [] unless the points hold the same people.
+
+  a, b: read_per_person() of two points, e.g. two update rules at one eps; names: theirs.
+  """
+  (counts_a, boxes_a, people_a), (counts_b, boxes_b, people_b) = a, b
+  if people_a != people_b:
+    return []
+  targets = [t for t, b in boxes_a.items() if b == "black-box" and boxes_b.get(t) == b]
+  methods = [m for m in dict.fromkeys(m for m, _ in counts_a)
+             if not is_control(m) and all((m, t) in counts_a and (m, t) in counts_b
+                                          for t in targets)]
+  rows = []
+  for m in methods if targets else ():
+    d, lo, hi = difference_ci(*(np.stack([getattr(c[(m, t)], f) for t in targets])
+                                for c in (counts_a, counts_b) for f in ("misses", "pairs")))
+    rows.append({"comparison": f"{m}: {names[0]} - {names[1]}", "photos": "unseen",
+                 "targets": len(targets), "difference": d, "lo": lo, "hi": hi,
+                 "verdict": verdict(lo, hi, *names)})
+  return rows

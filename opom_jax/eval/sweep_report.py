@@ -175,6 +175,24 @@ def comparison_table(per_person_file) -> tuple[str, list[dict]]:
   return markdown_table(rows, ["comparison", "targets", "difference", "95% CI", "verdict"]), rows
 
 
+def _between_points(rows: list[dict], per_person: dict[str, pathlib.Path]) -> list[dict]:
+  """Each later point of an eps against the first point of that eps (e.g. update rules)."""
+  first_of_eps, found = {}, []
+  for point in dict.fromkeys(r["point"] for r in rows if r["point"] in per_person):
+    row = next(r for r in rows if r["point"] == point)
+    if row["eps"] not in first_of_eps:
+      first_of_eps[row["eps"]] = (point, row)
+      continue
+    base_point, base_row = first_of_eps[row["eps"]]
+    keys = _varying([row, base_row])
+    names = (_label(row, keys), _label(base_row, keys))
+    for r in paired.between_points(paired.read_per_person(per_person[point]),
+                                   paired.read_per_person(per_person[base_point]), names,
+                                   is_control=is_control):
+      found.append({"point": point, **r, "95% CI": f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"})
+  return found
+
+
 def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                  failed: dict[str, str], examples: dict[str, pathlib.Path],
                  per_person: dict[str, pathlib.Path] | None = None) -> pathlib.Path:
@@ -228,6 +246,13 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                  "95% CI from one bootstrap over people shared by both sides; a verdict names a "
                  "side only when the interval excludes 0:", "", table, ""]
         compared += [{"point": point, "dataset": dataset, **r} for r in point_rows]
+    between = _between_points(part, {p: per_person[p] for p in finished if p in per_person})
+    if between:
+      text += ["Paired comparisons between points of one eps (the same people; black-box "
+               "targets of both; 95% CI by one bootstrap over people):", "",
+               markdown_table(between, ["comparison", "targets", "difference", "95% CI",
+                                        "verdict"]), ""]
+      compared += [{"dataset": dataset, **r} for r in between]
   if compared:
     atomic_write_text(workdir / "comparisons.csv", csv_text(
         compared, ["point", "dataset", "comparison", "photos", "targets", "difference", "lo",
