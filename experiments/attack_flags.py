@@ -28,6 +28,8 @@ VT_BETA = flags.DEFINE_float("vt_beta", _D.vt_beta, "Variance tuning: the sample
 ENSEMBLE_SUBSET = flags.DEFINE_integer("ensemble_subset", _D.ensemble_subset, "Surrogates drawn at random per iteration (0: all); the others do not run.")
 ENSEMBLE_WEIGHTING = flags.DEFINE_enum("ensemble_weighting", _D.ensemble_weighting, WEIGHTINGS, "mean: mean of the surrogates' losses; equalise: each divided by its size at the start.")
 VARIATION_PROB = flags.DEFINE_float("variation_prob", _D.variation_prob, "Learn on varied photos (flip, shift, rotation, light, blur): probability of each, in [0, 1] (0: off).")
+FEATURE_WEIGHT = flags.DEFINE_float("feature_weight", _D.feature_weight, "Feature loss: weight of the relative distortion of an intermediate layer, added to each surrogate's embedding loss (0: off).")
+FEATURE_DEPTH = flags.DEFINE_float("feature_depth", _D.feature_depth, "Feature loss: relative depth of that layer among the surrogate's convolutions (flax networks: blocks), in [0, 1].")
 MASK_RESOLUTION = flags.DEFINE_integer("mask_resolution", _D.mask_resolution, "A smooth mask: bilinear on a grid of this side, in [2, 112] (0: off).")
 SEED = flags.DEFINE_integer("seed", 0, "Random seed (random start, dropout).")
 
@@ -44,4 +46,5 @@ def attack_config(loss: str) -> AttackConfig:
                       vt_beta=VT_BETA.value, ensemble_subset=ENSEMBLE_SUBSET.value,
                       ensemble_weighting=ENSEMBLE_WEIGHTING.value,
                       variation_prob=VARIATION_PROB.value,
-                      mask_resolution=MASK_RESOLUTION.value)
+                      mask_resolution=MASK_RESOLUTION.value,
+                      feature_weight=FEATURE_WEIGHT.value, feature_depth=FEATURE_DEPTH.value)

@@ -42,6 +42,7 @@ FLAG_OF_SETTING = {
     "attack.vt_samples": "vt_samples", "attack.vt_beta": "vt_beta",
     "attack.ensemble_subset": "ensemble_subset", "attack.ensemble_weighting": "ensemble_weighting",
     "attack.variation_prob": "variation_prob", "attack.mask_resolution": "mask_resolution",
+    "attack.feature_weight": "feature_weight", "attack.feature_depth": "feature_depth",
     "photos": "photos", "output": "output", "max_train": "max_train", "mask": "mask",
     "save_mask": "save_mask", "face": "face", "format": "format", "quality": "quality",
     "data_root": "data_root", "dataset": "dataset", "models": "models", "pairs": "pairs", "max_pairs_per_fold": "max_pairs_per_fold",

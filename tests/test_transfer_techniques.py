@@ -14,12 +14,15 @@ from scipy import signal
 from experiments import flags as launcher_flags
 from opom_jax import attack
 from opom_jax.attack import ensemble
+from opom_jax.attack import feature_loss
 from opom_jax.attack import losses
 from opom_jax.attack import low_frequency
 from opom_jax.attack import translation_invariance
 from opom_jax.attack import variance_tuning
 from opom_jax.attack import variations
 from opom_jax.attack.config import AttackConfig
+from opom_jax.models import ops
+from opom_jax.models.networks import iresnet
 from opom_jax.run import artefacts
 from opom_jax.run import config as config_lib
 from opom_jax.run.config import RunConfig
@@ -28,7 +31,8 @@ from tiny_surrogate import random_faces, tiny_surrogate
 
 PEOPLE, PHOTOS = 2, 3
 NEW_FIELDS = ("ti_kernel", "ti_sigma", "si_copies", "vt_samples", "vt_beta", "ensemble_subset",
-              "ensemble_weighting", "dropout_rates", "variation_prob", "mask_resolution")
+              "ensemble_weighting", "dropout_rates", "variation_prob", "mask_resolution",
+              "feature_weight", "feature_depth")
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,69 @@ def test_si_loss_is_the_mean_over_the_darkened_copies(faces):
                         for i in range(3)])
     assert expected > 0  # the undarkened copy alone would give 0: the copies count
     np.testing.assert_allclose(loss[p], expected, rtol=1e-5)
+
+
+# --- feature loss ------------------------------------------------------------------
+
+def _tiny_conv_output(tiny, x):
+  """The tiny surrogate's one convolution output (before its ReLU), computed here."""
+  n = x.shape[0]
+  pooled = ((x - 127.5) / 128.0).reshape(n, 14, 8, 14, 8, 3).mean(axis=(2, 4))
+  return np.asarray(jax.lax.conv_general_dilated(
+      pooled, tiny.params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+
+def test_feature_loss_adds_the_weighted_distortion_of_the_layer(faces):
+  images, valid = faces
+  tiny = tiny_surrogate()
+  weight = 3.0
+  plain_cfg = AttackConfig(loss="class_center", iters=1)
+  _, (plain,) = _run([tiny], plain_cfg, faces)
+  trace = []
+  _, (with_feature,) = _run([tiny], dataclasses.replace(plain_cfg, feature_weight=weight),
+                            faces, trace=trace)
+  x_adv = np.asarray(trace[0]["x_adv"])  # the random start both runs share
+  for p in range(PEOPLE):
+    adv, clean = _tiny_conv_output(tiny, x_adv[p]), _tiny_conv_output(tiny, images[p])
+    ratio = ((adv - clean) ** 2).sum(axis=(1, 2, 3)) / (clean ** 2).sum(axis=(1, 2, 3))
+    expected = ratio[valid[p]].mean()   # the padded photo takes no part
+    assert expected > 0
+    np.testing.assert_allclose(with_feature[p] - plain[p], weight * expected, rtol=1e-4)
+
+
+def test_recorded_layers_come_in_forward_order_and_depth_picks_one():
+  w = np.ones((1, 1, 3, 3), np.float32)
+  with ops.recording() as layers:
+    y = ops.conv2d(jnp.ones((1, 4, 4, 3)), w)
+    ops.conv2d(y * 2, w)
+  assert [float(a[0, 0, 0, 0]) for a in layers] == [3.0, 18.0]
+  assert ops.record(y) is y   # outside a recording nothing is kept
+  assert [feature_loss.layer_index(5, d) for d in (0.0, 0.5, 1.0, 0.9)] == [0, 2, 4, 4]
+  with pytest.raises(ValueError, match="recorded no activation"):
+    feature_loss.layer_index(0, 0.5)
+
+
+def test_flax_networks_record_each_block():
+  model = iresnet.iresnet(18)
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
+  with ops.recording() as layers:
+    jax.eval_shape(model.apply, variables, jnp.zeros((2, 112, 112, 3)))
+  assert len(layers) == sum(iresnet.LAYERS[18])
+  assert [a.shape[1] for a in layers[::2]] == [56, 28, 14, 7]
+
+
+def test_feature_loss_distorts_the_layer_more(faces):
+  images, valid = faces
+  tiny = tiny_surrogate()
+  cfg = AttackConfig(loss="class_center", iters=6)
+  distortion = []
+  for weight in (0.0, 100.0):
+    state, _ = _run([tiny], dataclasses.replace(cfg, feature_weight=weight), faces)
+    protected = np.clip(images + np.asarray(state["delta"])[:, None], 0, 255)
+    adv = _tiny_conv_output(tiny, protected.reshape(-1, 112, 112, 3))
+    clean = _tiny_conv_output(tiny, images.reshape(-1, 112, 112, 3))
+    distortion.append(float(((adv - clean) ** 2).sum() / (clean ** 2).sum()))
+  assert distortion[1] > 1.2 * distortion[0], distortion
 
 
 # --- variance tuning ---------------------------------------------------------------
@@ -351,7 +418,7 @@ def test_low_resolution_masks_are_smooth_and_within_eps(faces, plain_trace):
 ALL_ON = AttackConfig(
     loss="fi_uap", rule="transfer", iters=2, diversity_prob=0.5, ti_kernel=5, si_copies=2,
     vt_samples=1, ensemble_subset=1, ensemble_weighting="equalise",
-    variation_prob=0.5, mask_resolution=28)
+    variation_prob=0.5, mask_resolution=28, feature_weight=1.0)
 
 
 def test_every_technique_composes(faces):
@@ -364,7 +431,8 @@ def test_every_technique_composes(faces):
 def test_defaults_are_off():
   d = AttackConfig()
   assert (d.ti_kernel, d.si_copies, d.vt_samples, d.ensemble_subset, d.ensemble_weighting,
-          d.dropout_rates, d.variation_prob, d.mask_resolution) == (0, 1, 0, 0, "mean", "", 0.0, 0)
+          d.dropout_rates, d.variation_prob, d.mask_resolution, d.feature_weight) == (
+              0, 1, 0, 0, "mean", "", 0.0, 0, 0.0)
 
 
 def test_new_settings_round_trip_and_key_the_stored_masks(tmp_path):
@@ -388,7 +456,7 @@ def test_every_new_setting_has_a_flag():
     ("ti_kernel", 4), ("ti_kernel", 1), ("ti_sigma", -1.0), ("si_copies", 0),
     ("vt_samples", -1), ("vt_beta", -0.5), ("ensemble_subset", -1),
     ("ensemble_weighting", "median"), ("variation_prob", 1.5), ("mask_resolution", 1),
-    ("mask_resolution", 113)])
+    ("mask_resolution", 113), ("feature_weight", -1.0), ("feature_depth", 1.5)])
 def test_bad_values_are_named(field, value):
   with pytest.raises(SettingError, match=rf"^attack\.{field}="):
     dataclasses.replace(AttackConfig(), **{field: value}).validate()

@@ -8,6 +8,7 @@ not pay for a real network.
 import jax
 import numpy as np
 
+from opom_jax.models import ops
 from opom_jax.models.base import Surrogate
 
 
@@ -19,8 +20,7 @@ def tiny_surrogate(seed: int = 0, dim: int = 16) -> Surrogate:
   def apply(params, x, *, dropout_rate=0.0, rng=None):
     n = x.shape[0]
     x = ((x - 127.5) / 128.0).reshape(n, 14, 8, 14, 8, 3).mean(axis=(2, 4))
-    h = jax.nn.relu(jax.lax.conv_general_dilated(
-        x, params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    h = jax.nn.relu(ops.conv2d(x, params["conv"], padding=((1, 1), (1, 1))))
     if dropout_rate > 0 and rng is not None:
       h = h * jax.random.bernoulli(rng, 1 - dropout_rate, h.shape) / (1 - dropout_rate)
     return h.reshape(n, -1) @ params["dense"]

@@ -87,6 +87,10 @@ class AttackConfig:
   # Expectation over photo variations (flip, shift, rotation, brightness, contrast,
   # blur) of the clean photo, the perturbation added after: each with this probability.
   variation_prob: float = setting(0.0, Range(0.0, 1.0))
+  # Feature loss (attack.feature_loss): this weight times the relative distortion of the
+  # activation at relative depth feature_depth, added to each surrogate's embedding loss.
+  feature_weight: float = setting(0.0, Range(0.0, 1000.0))
+  feature_depth: float = setting(0.5, Range(0.0, 1.0))
   # A smooth mask: bilinear on a grid of this side (0: every pixel free).
   mask_resolution: int = setting(0, Range(2, IMAGE_SIDE, special=((0, "off"),)))
 

@@ -7,7 +7,8 @@ data set. Pixel units are 0..255 throughout.
 
 Transfer techniques, each off at its default (AttackConfig): photo variations,
 real-world EOT, input diversity and scale copies transform the input; DFANet
-rates and ensemble subsets/weights shape the surrogates' loss; variance tuning
+rates, ensemble subsets/weights and a feature loss on an intermediate layer shape the
+surrogates' loss; variance tuning
 and translation invariance shape the gradient before the update rule; a mask
 resolution keeps the universal mask smooth.
 """
@@ -22,6 +23,7 @@ import optax
 
 from opom_jax.attack import ensemble
 from opom_jax.attack import eot
+from opom_jax.attack import feature_loss
 from opom_jax.attack import losses
 from opom_jax.attack import low_frequency
 from opom_jax.attack import translation_invariance
@@ -30,6 +32,7 @@ from opom_jax.attack import variance_tuning
 from opom_jax.attack import variations
 from opom_jax.attack.config import AttackConfig
 from opom_jax.attack.transforms import input_diversity
+from opom_jax.models import ops
 
 
 # (apply, params) of one surrogate: apply(params, x, dropout_rate=, rng=) -> (N, d).
@@ -109,22 +112,38 @@ def make_attack(applies: Sequence[SurrogateFn], cfg: AttackConfig):
     """One identity's step; `chosen` (M,) bool, the same for the whole batch, or None (all)."""
     key, clean_key, adv_key, div_key = jax.random.split(state["key"], 4)
 
-    def surrogate_loss(i, x_in, adv_key):
+    def surrogate_loss(i, x_in, clean_in, adv_key):
       # DFANet: the clean features are recomputed through the dropout model.
       clean = feature(i, params, images, clean_key) if rates[i] > 0 else state["clean"][i]
-      copies = jnp.split(feature(i, params, x_in, adv_key), cfg.si_copies)
+      with ops.recording() as adv_layers:
+        embedding = feature(i, params, x_in, adv_key)
+      copies = jnp.split(embedding, cfg.si_copies)
       terms = [loss_of(a, clean, valid, state["step"]) for a in copies]
-      return terms[0] if len(terms) == 1 else sum(terms) / len(terms)
+      loss = terms[0] if len(terms) == 1 else sum(terms) / len(terms)
+      if not cfg.feature_weight:
+        return loss
+      # The clean photos through the same transforms and dropout draw: only the layer
+      # differs by the perturbation (XLA drops the clean pass's layers above it).
+      with ops.recording() as clean_layers:
+        feature(i, params, clean_in, adv_key)
+      k = feature_loss.layer_index(len(adv_layers), cfg.feature_depth)
+      return loss + cfg.feature_weight * feature_loss.relative_distortion(
+          adv_layers[k], clean_layers[k], jnp.tile(valid, cfg.si_copies))
+
+    def transformed(x, draw):
+      """The photos as the surrogates see them at this step."""
+      x = variations.on_varied_photos(draw["vary"], images, x, cfg.variation_prob)
+      # The photo is shared (re-compressed, resized) before a system aligns it.
+      x = input_diversity(draw["div"], eot.real_world(draw["eot"], x, cfg.eot_prob),
+                          cfg.diversity_prob)
+      return scaled_copies(x, cfg.si_copies)
 
     def total_loss(x_adv, draw):
-      x = variations.on_varied_photos(draw["vary"], images, x_adv, cfg.variation_prob)
-      # The photo is shared (re-compressed, resized) before a system aligns it.
-      x_in = input_diversity(draw["div"], eot.real_world(draw["eot"], x, cfg.eot_prob),
-                             cfg.diversity_prob)
-      x_in = scaled_copies(x_in, cfg.si_copies)
+      x_in = transformed(x_adv, draw)
+      clean_in = jax.lax.stop_gradient(transformed(images, draw)) if cfg.feature_weight else None
       terms = []
       for i in range(len(applies)):
-        term = functools.partial(surrogate_loss, i, x_in, draw["adv"])
+        term = functools.partial(surrogate_loss, i, x_in, clean_in, draw["adv"])
         if subset:  # an unbatched predicate: a skipped surrogate does not run at all
           term = functools.partial(jax.lax.cond, chosen[i], term,
                                    lambda: jnp.zeros((), x_adv.dtype))

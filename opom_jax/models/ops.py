@@ -19,6 +19,7 @@ jitted program keeps the path it was traced with.
 
 Inside `operands_in(jnp.bfloat16)` convolutions take bfloat16 operands and
 accumulate and return float32 (base.ComputeIn: a bfloat16 surrogate forward).
+Inside `recording()` convolution outputs are collected (an attack's feature loss).
 """
 from __future__ import annotations
 
@@ -173,8 +174,39 @@ def operands_in(dtype):
     _OPERANDS.reset(token)
 
 
+_RECORDED = contextvars.ContextVar("opom_recorded_activations", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+  """Yields the list of activations that `record` sees while a forward is traced inside.
+
+  Every convolution's output is recorded (and flax networks record their blocks'
+  outputs), in forward order: an attack's feature loss reads an intermediate
+  layer of any zoo network this way, without each network exposing its layers.
+  """
+  recorded = []
+  token = _RECORDED.set(recorded)
+  try:
+    yield recorded
+  finally:
+    _RECORDED.reset(token)
+
+
+def record(x):
+  """x, added to the activations being recorded (if any)."""
+  recorded = _RECORDED.get()
+  if recorded is not None:
+    recorded.append(x)
+  return x
+
+
 def conv2d(x, w_hwio, strides=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
   """NHWC x HWIO convolution; pointwise ones are matmuls, depthwise ones take depthwise_path."""
+  return record(_conv2d(x, w_hwio, strides, padding, dilation, groups))
+
+
+def _conv2d(x, w_hwio, strides, padding, dilation, groups):
   operands = _OPERANDS.get()
   accumulate = None if operands is None else jnp.float32
   if operands is not None:

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from opom_jax.models import base
+from opom_jax.models import base, ops
 
 LAYERS = {18: (2, 2, 2, 2), 50: (3, 4, 14, 3)}
 WIDTHS = (64, 128, 256, 512)
@@ -94,8 +94,9 @@ class IResNet(nn.Module):
     x = PReLU(name="prelu")(x)
     for stage, (width, blocks) in enumerate(zip(WIDTHS, self.layers)):
       for i in range(blocks):
-        x = IBasicBlock(width, strides=2 if i == 0 else 1,
-                        name=f"layer{stage + 1}_{i}")(x, dropout_rate)
+        # flax convolutions bypass ops.conv2d: the blocks' outputs are what is recorded
+        x = ops.record(IBasicBlock(width, strides=2 if i == 0 else 1,
+                                   name=f"layer{stage + 1}_{i}")(x, dropout_rate))
     x = _BatchNorm(name="bn2")(x)
     # insightface's head dropout defaults to p=0: nothing to do here.
     x = x.reshape(x.shape[0], -1)
