@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from opom_jax.eval import bootstrap, paired
-from opom_jax.eval.sweep_report import is_control, write_report
+from opom_jax.eval.sweep_report import is_control, per_person_means, write_report
 
 PAIRS = 90  # ordered pairs per person (10 photos)
 
@@ -103,6 +103,8 @@ def test_the_sweep_report_shows_and_writes_the_comparisons(tmp_path):
   report = write_report(tmp_path, rows, spec="attack.eps=8", points=["p"], failed={},
                         examples={}, per_person=per_person).read_text()
   assert "Paired comparisons at `p`" in report
+  assert "![per-person protection](figures/p_per_person.png)" in report
+  assert (tmp_path / "figures" / "p_per_person.png").read_bytes()[:4] == b"\x89PNG"
   assert "| convex_hull - class_center | 1 | 0.044 |" in report
   written = (tmp_path / "comparisons.csv").read_text().splitlines()
   assert written[0] == "point,dataset,comparison,photos,targets,difference,lo,hi,verdict"
@@ -132,3 +134,17 @@ def test_points_of_one_eps_are_compared_on_the_same_people(tmp_path):
       ("transfer8", "convex_hull: rule=transfer - rule=base", "rule=transfer higher"),
       ("transfer8", "pgd_per_image: rule=transfer - rule=base", "no clear difference")]
   assert float(between[1]["difference"]) == pytest.approx(4 / PAIRS, abs=1e-4)
+
+
+def test_each_persons_protection_is_averaged_over_black_box_targets(tmp_path):
+  rows = [{"method": "convex_hull", "target": t, "box": box, "person": person, "pairs": pairs,
+           "misses@1": misses, "train_pairs": 0, "train_misses@1": 0}
+          for t, box, person, pairs, misses in (
+              ("w600k_mbf", "black-box", "a", 10, 5), ("y1_mbf", "black-box", "a", 10, 10),
+              ("jax:foamliu_mbf", "white-box", "a", 10, 0),
+              ("w600k_mbf", "black-box", "b", 0, 0), ("y1_mbf", "black-box", "b", 0, 0),
+              ("jax:foamliu_mbf", "white-box", "b", 0, 0))]
+  counts, boxes, _ = paired.read_per_person(paired.write_per_person(tmp_path, rows))
+  means = per_person_means(counts, boxes)
+  assert means["convex_hull"][0] == pytest.approx(0.75)   # (0.5 + 1.0) / 2, white-box left out
+  assert np.isnan(means["convex_hull"][1])                # no pairs anywhere

@@ -166,6 +166,32 @@ def _image(path: pathlib.Path, workdir: pathlib.Path, alt: str) -> str:
   return f"![{alt}]({path.relative_to(workdir).as_posix()})"
 
 
+def per_person_means(counts: dict, boxes: dict) -> dict[str, np.ndarray]:
+  """method -> (P,) each person's protect@1 on unseen photos, the mean over the black-box
+  targets (nan for a person with no pairs); {} without black-box targets."""
+  targets = [t for t, b in boxes.items() if b == "black-box"]
+  methods = [m for m in dict.fromkeys(m for m, _ in counts)
+             if targets and all((m, t) in counts for t in targets)]
+  means = {}
+  for m in methods:
+    misses = np.array([counts[(m, t)].misses for t in targets])
+    pairs = np.array([counts[(m, t)].pairs for t in targets])
+    measured = (pairs > 0).sum(0)   # targets where the person has pairs
+    rates = np.where(pairs > 0, misses / np.maximum(pairs, 1), 0.0)
+    means[m] = np.where(measured > 0, rates.sum(0) / np.maximum(measured, 1), np.nan)
+  return means
+
+
+def per_person_figure(per_person_file, path) -> pathlib.Path | None:
+  """per_person_means of a point as a box and the people as points, per method."""
+  counts, boxes, _ = paired.read_per_person(per_person_file)
+  means = per_person_means(counts, boxes)
+  if not means:
+    return None
+  return figures.per_person_protection(
+      {(m, "mean over black-box targets"): v for m, v in means.items()}, path)
+
+
 def comparison_table(per_person_file) -> tuple[str, list[dict]]:
   """Markdown and rows of the paired comparisons (eval.paired) of one point's methods."""
   counts, boxes, _ = paired.read_per_person(per_person_file)
@@ -239,6 +265,11 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
     elif not is_celebrity(dataset):
       text += ["No example faces: the people of this data set are not public figures.", ""]
     for point in (p for p in finished if p in per_person and any(r["point"] == p for r in part)):
+      spread = per_person_figure(
+          per_person[point], out / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', point)}_per_person.png")
+      if spread:
+        text += [f"protect@1 per person at `{point}` (each person's mean over the black-box "
+                 "targets):", "", _image(spread, workdir, "per-person protection"), ""]
       table, point_rows = comparison_table(per_person[point])
       if point_rows:
         text += [f"Paired comparisons at `{point}`: the difference in protect@1 (unseen photos, "
