@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from opom_jax.eval import sweep_report
-from opom_jax.run import sweep
+from opom_jax.run import artefacts, sweep
 from opom_jax.run.config import RunConfig
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -224,3 +224,26 @@ def test_a_point_is_digested_by_what_it_computes():
            dataclasses.replace(base, verification_images=100)]
   assert {sweep.config_digest(c) for c in same} == {sweep.config_digest(base)}
   assert len({sweep.config_digest(c) for c in [base, *other]}) == 1 + len(other)
+
+
+def test_a_setting_added_later_keeps_finished_points_while_at_its_default(tmp_path):
+  """A marker written before attack.feature_weight existed (its settings lack the key, its
+  digest differs) still marks the point finished while the setting is at its default."""
+  cfg = RunConfig(workdir=str(tmp_path))
+  (tmp_path / "results.csv").write_text("method\nclean\n")
+  stored = artefacts.plain(sweep.point_settings(cfg))
+  del stored["attack"]["feature_weight"]
+  marker = {"config": "digest-before", "results": sweep._file_digest(tmp_path / "results.csv"),
+            "settings": stored}
+  (tmp_path / sweep.MARKER).write_text(json.dumps(marker))
+  assert sweep.is_finished(cfg)
+  on = dataclasses.replace(cfg, attack=dataclasses.replace(cfg.attack, feature_weight=1.0))
+  assert not sweep.is_finished(on)
+  other = dataclasses.replace(cfg, attack=dataclasses.replace(cfg.attack, eps=4.0))
+  assert not sweep.is_finished(other)
+  (tmp_path / "results.csv").write_text("method\nclean\nforged\n")
+  assert not sweep.is_finished(cfg)                # results no longer the ones named
+  (tmp_path / "results.csv").write_text("method\nclean\n")
+  (tmp_path / sweep.MARKER).write_text(json.dumps({k: v for k, v in marker.items()
+                                                   if k != "settings"}))
+  assert not sweep.is_finished(cfg)                # an old marker: its digest alone decides

@@ -28,7 +28,7 @@ class DamagedError(Exception):
   """A stored file that cannot be trusted; str() is the reason."""
 
 
-def _plain(value):
+def plain(value):
   """JSON-compatible form (tuples -> lists), so stored and current settings compare equal."""
   return json.loads(json.dumps(value, sort_keys=True))
 
@@ -41,7 +41,7 @@ def mask_settings(cfg, method: str, names) -> dict:
   how people are batched. cache_dir only says where the crops are kept.
   """
   data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "cache_dir"}
-  return _plain({
+  return plain({
       "attack": dataclasses.asdict(dataclasses.replace(cfg.attack, loss=method)),
       "surrogates": list(cfg.surrogates),
       "seed": cfg.seed,
@@ -72,7 +72,7 @@ def _section_defaults() -> dict:
   spells them."""
   from opom_jax.attack.config import AttackConfig  # pylint: disable=g-import-not-at-top
   from opom_jax.run.config import DataConfig, RunConfig  # pylint: disable=g-import-not-at-top
-  return _flatten(_plain({"attack": dataclasses.asdict(AttackConfig()),
+  return _flatten(plain({"attack": dataclasses.asdict(AttackConfig()),
                           "data": dataclasses.asdict(DataConfig()),
                           "compute_dtype": RunConfig.compute_dtype}))
 
@@ -83,7 +83,7 @@ def settings_change(stored: dict, current: dict) -> str | None:
   A setting that stored settings lack was added to the code after they were made;
   at its default it keeps the earlier behaviour (bit-identical masks), so it is no change.
   """
-  old, new = _flatten(stored), _flatten(_plain(current))
+  old, new = _flatten(stored), _flatten(plain(current))
   defaults = _section_defaults()
   unchanged_later = {k for k in new if k not in old and k in defaults and new[k] == defaults[k]}
   changed = [k for k in dict.fromkeys([*new, *old])
@@ -136,7 +136,7 @@ def write_json(path, obj) -> pathlib.Path:
 
 def save_masks(path, masks: np.ndarray, names, settings: dict, seconds: float) -> pathlib.Path:
   """masks (P, H, W, C) float32 with the people's names and the settings that made them."""
-  settings = _plain(settings)
+  settings = plain(settings)
   return atomic_write(path, lambda f: np.savez(
       f, masks=np.asarray(masks, np.float32), names=np.array(list(names), dtype=str),
       seconds=seconds, settings=json.dumps(settings, sort_keys=True),

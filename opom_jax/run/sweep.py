@@ -57,13 +57,17 @@ POINT_COLUMNS = {"dataset": "data.dataset", "surrogate": "surrogates", "eps": "a
 COLUMN_OF_FIELD = {**{f: c for c, f in POINT_COLUMNS.items()}, "methods": "method"}
 
 
-def config_digest(cfg: RunConfig) -> str:
-  """Digest of what a point computes: its config without the HOW_NOT_WHAT settings."""
+def point_settings(cfg: RunConfig) -> dict:
+  """What a point computes: its config without the HOW_NOT_WHAT settings."""
   d = dataclasses.asdict(cfg)
   for path in HOW_NOT_WHAT:
     section, _, name = path.rpartition(".")
     (d[section] if section else d).pop(name)
-  return fingerprint.digest(d)
+  return d
+
+
+def config_digest(cfg: RunConfig) -> str:
+  return fingerprint.digest(point_settings(cfg))
 
 
 def _file_digest(path: pathlib.Path) -> str:
@@ -71,12 +75,19 @@ def _file_digest(path: pathlib.Path) -> str:
 
 
 def is_finished(cfg: RunConfig) -> bool:
-  """Whether the point's marker names this config and its results.csv is the one it names."""
+  """Whether the point's marker names this config and its results.csv is the one it names.
+
+  A setting added to the code after the marker was written is no change while it is at
+  its default (artefacts.settings_change; every setting is off by default): the marker
+  keeps the settings themselves beside their digest for that comparison.
+  """
   work = pathlib.Path(cfg.workdir)
   try:
     marker = json.loads((work / MARKER).read_text())
-    return (marker.get("config") == config_digest(cfg)
-            and marker.get("results") == _file_digest(work / "results.csv"))
+    same = marker.get("config") == config_digest(cfg) or (
+        isinstance(marker.get("settings"), dict)
+        and artefacts.settings_change(marker["settings"], point_settings(cfg)) is None)
+    return same and marker.get("results") == _file_digest(work / "results.csv")
   except (OSError, ValueError, AttributeError):  # no marker, or not one this code wrote
     return False
 
@@ -129,7 +140,7 @@ def run_point(cfg: RunConfig, faces: dict, log: Log = None):
   rows = evaluate_lib.evaluate(cfg, log, faces=faces)
   _save_examples(cfg, faces)
   marker = {"config": config_digest(cfg), "results": _file_digest(work / "results.csv"),
-            "rows": len(rows)}
+            "rows": len(rows), "settings": artefacts.plain(point_settings(cfg))}
   atomic_write_text(work / MARKER, json.dumps(marker, indent=1, sort_keys=True))
 
 
