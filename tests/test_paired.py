@@ -106,6 +106,15 @@ def test_the_sweep_report_shows_and_writes_the_comparisons(tmp_path):
   assert "![per-person protection](figures/p_per_person.png)" in report
   assert (tmp_path / "figures" / "p_per_person.png").read_bytes()[:4] == b"\x89PNG"
   assert "| convex_hull - class_center | 1 | 0.044 |" in report
+  a, pairs, b = _people()
+  with open(tmp_path / "black_box.csv") as f:
+    means = {r["method"]: r for r in csv.DictReader(f)}
+  assert float(means["convex_hull"]["unseen"]) == pytest.approx(a.sum() / pairs.sum(), abs=1e-4)
+  assert float(means["convex_hull"]["training"]) == pytest.approx((a - 4).sum() / pairs.sum(),
+                                                                  abs=1e-4)
+  assert float(means["convex_hull"]["unseen_lo"]) < float(means["convex_hull"]["unseen"])
+  assert means["pgd_per_image"]["training"] == ""      # per-photo: no training photos
+  assert f"| convex_hull | 1 | {a.sum() / pairs.sum():.3f} [" in report
   written = (tmp_path / "comparisons.csv").read_text().splitlines()
   assert written[0] == "point,dataset,comparison,photos,targets,difference,lo,hi,verdict"
   assert written[1].startswith("p,att_faces,convex_hull - class_center,unseen,1,0.0444,")

@@ -34,6 +34,7 @@ def _sweep(root: pathlib.Path, name: str) -> pathlib.Path:
     writer.writeheader()
     writer.writerows(rows)
   (work / "comparisons.csv").write_text("point,comparison\neps=8.0,convex_hull - clean\n")
+  (work / "black_box.csv").write_text("point,method,unseen\neps=8.0,convex_hull,0.7\n")
   (work / "figures" / "lfw_protection_vs_eps.png").write_bytes(b"\x89PNG eps")
   (work / "figures" / "lfw_examples.png").write_bytes(b"\x89PNG faces")
   (work / "report.md").write_text(
@@ -61,7 +62,7 @@ def test_bundle_summarises_black_box_targets_and_leaves_faces_out(tmp_path):
   assert "(figures/lfw_lfw_protection_vs_eps.png)" in readme
   assert not list(out.rglob("*examples*")) and "examples" not in readme
   assert (out / "results_lfw.csv").read_text() == (sweep / "results.csv").read_text()
-  assert (out / "comparisons_lfw.csv").exists()
+  assert (out / "comparisons_lfw.csv").exists() and (out / "black_box_lfw.csv").exists()
 
 
 def test_an_unfinished_sweep_is_named(tmp_path):

@@ -79,6 +79,35 @@ def read_per_person(path) -> tuple[dict[tuple[str, str], Counts], dict[str, str]
   return counts, boxes, people
 
 
+def _over_people(statistic, people: int, resamples: int, level: float, seed: int):
+  """(value, lo, hi) of statistic(weights (R, P)) -> (R,) on all people and on resamples."""
+  value = float(statistic(np.ones((1, people)))[0])
+  draws = np.random.default_rng(seed).multinomial(people, np.full(people, 1.0 / people),
+                                                  size=resamples)
+  # A draw holding no pair of some target has no rate there; such draws are left out.
+  values = statistic(draws)
+  values = values[np.isfinite(values)]
+  if not len(values):
+    return value, float("nan"), float("nan")
+  tail = 100 * (1 - level) / 2
+  lo, hi = np.percentile(values, [tail, 100 - tail])
+  return value, float(lo), float(hi)
+
+
+def _mean_rate(weights, misses, pairs):
+  """(R,) mean over targets of the pooled rate on each weighting of the people."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.mean((weights @ misses.T) / (weights @ pairs.T), axis=-1)
+
+
+def _counts(*arrays):
+  arrays = [np.atleast_2d(np.asarray(x, np.float64)) for x in arrays]
+  if len({a.shape for a in arrays}) != 1:
+    raise ValueError(f"the count arrays must have one (T, P) shape, got "
+                     f"{[a.shape for a in arrays]}")
+  return arrays
+
+
 def difference_ci(misses_a, pairs_a, misses_b, pairs_b, *, resamples: int = bootstrap.RESAMPLES,
                   level: float = bootstrap.LEVEL, seed: int = 0) -> tuple[float, float, float]:
   """(difference, lo, hi): mean over targets of pooled rate a minus pooled rate b.
@@ -86,30 +115,34 @@ def difference_ci(misses_a, pairs_a, misses_b, pairs_b, *, resamples: int = boot
   Each argument is (T, P): T targets, P people (the same people in all four).
   Each resample draws P people with replacement, once for every target and both sides.
   """
-  arrays = [np.atleast_2d(np.asarray(x, np.float64)) for x in (misses_a, pairs_a, misses_b,
-                                                                pairs_b)]
-  if len({a.shape for a in arrays}) != 1:
-    raise ValueError(f"all four count arrays must have one (T, P) shape, got "
-                     f"{[a.shape for a in arrays]}")
-  ma, pa, mb, pb = arrays
-  people = pa.shape[1]
+  ma, pa, mb, pb = _counts(misses_a, pairs_a, misses_b, pairs_b)
+  return _over_people(lambda w: _mean_rate(w, ma, pa) - _mean_rate(w, mb, pb), pa.shape[1],
+                      resamples, level, seed)
 
-  def statistic(weights):  # weights (R, P): how often each person is drawn
-    with np.errstate(invalid="ignore", divide="ignore"):
-      return np.mean((weights @ ma.T) / (weights @ pa.T) - (weights @ mb.T) / (weights @ pb.T),
-                     axis=-1)
 
-  value = float(statistic(np.ones((1, people)))[0])
-  draws = np.random.default_rng(seed).multinomial(people, np.full(people, 1.0 / people),
-                                                  size=resamples)
-  # A draw holding no pair of some target has no rate there; such draws are left out.
-  diffs = statistic(draws)
-  diffs = diffs[np.isfinite(diffs)]
-  if not len(diffs):
-    return value, float("nan"), float("nan")
-  tail = 100 * (1 - level) / 2
-  lo, hi = np.percentile(diffs, [tail, 100 - tail])
-  return value, float(lo), float(hi)
+def mean_ci(misses, pairs, *, resamples: int = bootstrap.RESAMPLES,
+            level: float = bootstrap.LEVEL, seed: int = 0) -> tuple[float, float, float]:
+  """(mean, lo, hi): the mean over targets of the pooled rate, (T, P) counts."""
+  m, p = _counts(misses, pairs)
+  return _over_people(lambda w: _mean_rate(w, m, p), p.shape[1], resamples, level, seed)
+
+
+def black_box_means(counts: dict[tuple[str, str], Counts], boxes: dict[str, str]) -> list[dict]:
+  """Per method: protect@1 of unseen and of training photos, each the mean over the
+  black-box targets with its 95% CI by bootstrap over people."""
+  targets = [t for t, b in boxes.items() if b == "black-box"]
+  rows = []
+  for m in dict.fromkeys(m for m, _ in counts):
+    if not targets or not all((m, t) in counts for t in targets):
+      continue
+    stack = lambda field: np.stack([getattr(counts[(m, t)], field) for t in targets])
+    row = {"method": m, "targets": len(targets)}
+    row["unseen"], row["unseen_lo"], row["unseen_hi"] = mean_ci(stack("misses"), stack("pairs"))
+    if stack("train_pairs").sum(1).all():
+      row["training"], row["training_lo"], row["training_hi"] = mean_ci(
+          stack("train_misses"), stack("train_pairs"))
+    rows.append(row)
+  return rows
 
 
 def verdict(lo: float, hi: float, higher: str, lower: str) -> str:

@@ -68,8 +68,9 @@ def bundle(sweeps: list[pathlib.Path], out: pathlib.Path, about: str) -> pathlib
     files = _sweep_files(sweep)
     name = sweep.name
     shutil.copyfile(files["results"], out / f"results_{name}.csv")
-    if (sweep / "comparisons.csv").exists():
-      shutil.copyfile(sweep / "comparisons.csv", out / f"comparisons_{name}.csv")
+    for table in ("comparisons", "black_box"):
+      if (sweep / f"{table}.csv").exists():
+        shutil.copyfile(sweep / f"{table}.csv", out / f"{table}_{name}.csv")
     for png in sorted((sweep / "figures").glob("*.png")):
       if not png.name.endswith(_FACES):
         shutil.copyfile(png, out / "figures" / f"{name}_{png.name}")

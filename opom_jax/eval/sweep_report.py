@@ -52,6 +52,12 @@ def _label(row: dict, keys: list[str]) -> str:
                    for k in keys)
 
 
+def _interval(row: dict, key: str) -> str:
+  if key not in row:
+    return "-"
+  return f"{row[key]:.3f} [{row[key + '_lo']:.3f}, {row[key + '_hi']:.3f}]"
+
+
 def _ci(row: dict) -> str:
   value, lo, hi = row["protect@1"], row["protect@1_lo"], row["protect@1_hi"]
   if np.isnan(lo):
@@ -228,7 +234,7 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
   per_person: point -> its per_person.csv, for paired comparisons of its methods.
   """
   per_person = per_person or {}
-  compared = []
+  compared, black_box = [], []
   workdir = pathlib.Path(workdir)
   out = workdir / FIGURES
   finished = list(dict.fromkeys(r["point"] for r in rows))
@@ -270,6 +276,16 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
       if spread:
         text += [f"protect@1 per person at `{point}` (each person's mean over the black-box "
                  "targets):", "", _image(spread, workdir, "per-person protection"), ""]
+      means = paired.black_box_means(*paired.read_per_person(per_person[point])[:2])
+      if means:
+        for r in means:
+          r["unseen photos"] = _interval(r, "unseen")
+          r["training photos"] = _interval(r, "training")
+        text += [f"Mean protect@1 over the black-box targets at `{point}`, with a 95% CI by "
+                 "bootstrap over people:", "",
+                 markdown_table(means, ["method", "targets", "unseen photos",
+                                        "training photos"]), ""]
+        black_box += [{"point": point, "dataset": dataset, **r} for r in means]
       table, point_rows = comparison_table(per_person[point])
       if point_rows:
         text += [f"Paired comparisons at `{point}`: the difference in protect@1 (unseen photos, "
@@ -284,6 +300,10 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                markdown_table(between, ["comparison", "targets", "difference", "95% CI",
                                         "verdict"]), ""]
       compared += [{"dataset": dataset, **r} for r in between]
+  if black_box:
+    atomic_write_text(workdir / "black_box.csv", csv_text(
+        black_box, ["point", "dataset", "method", "targets", "unseen", "unseen_lo", "unseen_hi",
+                    "training", "training_lo", "training_hi"]))
   if compared:
     atomic_write_text(workdir / "comparisons.csv", csv_text(
         compared, ["point", "dataset", "comparison", "photos", "targets", "difference", "lo",
