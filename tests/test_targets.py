@@ -1,6 +1,6 @@
 """Which models a run is evaluated on: `--targets=zoo`, and white-box vs black-box.
 
-Names only: no model is loaded.
+Names only: no model is loaded, but for checking the names runtimes get.
 """
 import dataclasses
 import json
@@ -91,3 +91,10 @@ def test_a_sweep_over_surrogates_resolves_zoo_per_point(base):
   assert all(cfg.targets == ("zoo",) for cfg in points.values())
   with pytest.raises(SettingError, match="zoo"):   # the choices offered include `zoo`
     config_lib.validate(dataclasses.replace(base, targets=("every",)))
+
+
+@pytest.mark.parametrize("name", ["dlib_resnet", "y1_mbf"])
+def test_a_loaded_runtime_is_named_by_its_zoo_name(name):
+  """dlib's and the TFLite runtime's own default names differ; a loaded target must not,
+  or a leave-one-out run and a sweep would cache the same model's embeddings twice."""
+  assert zoo.load_target(name).name == name

@@ -141,7 +141,11 @@ def load_target(name: str, model_root=None):
   entry = get_entry(name)
   if entry.runtime is None:
     raise KeyError(f"model {name!r} has no runtime here; use 'jax:{name}' as the target")
-  return _resolve(entry.runtime)(model_root)
+  runtime = _resolve(entry.runtime)(model_root)
+  # Tables, cached embeddings and thresholds know a target by its zoo name, whichever way
+  # it was loaded (a sweep's target list or a leave-one-out run).
+  runtime.name = name
+  return runtime
 
 
 def check_weights(model_root: str, models: list[tuple[str, str]]):
