@@ -37,6 +37,7 @@ def _sweep(root: pathlib.Path, name: str) -> pathlib.Path:
   (work / "black_box.csv").write_text("point,method,unseen\neps=8.0,convex_hull,0.7\n")
   (work / "figures" / "lfw_protection_vs_eps.png").write_bytes(b"\x89PNG eps")
   (work / "figures" / "lfw_examples.png").write_bytes(b"\x89PNG faces")
+  (work / "figures" / "old_point_per_person.png").write_bytes(b"\x89PNG stale")  # not shown
   (work / "report.md").write_text(
       "# Sweep report\n\n## lfw-deepfunneled\n\n![eps](figures/lfw_protection_vs_eps.png)\n\n"
       "Example faces of the point `eps=8.0`:\n\n![faces](figures/lfw_examples.png)\n")
@@ -61,6 +62,7 @@ def test_bundle_summarises_black_box_targets_and_leaves_faces_out(tmp_path):
   assert (out / "figures" / "lfw_lfw_protection_vs_eps.png").read_bytes() == b"\x89PNG eps"
   assert "(figures/lfw_lfw_protection_vs_eps.png)" in readme
   assert not list(out.rglob("*examples*")) and "examples" not in readme
+  assert [p.name for p in (out / "figures").iterdir()] == ["lfw_lfw_protection_vs_eps.png"]
   assert (out / "results_lfw.csv").read_text() == (sweep / "results.csv").read_text()
   assert (out / "comparisons_lfw.csv").exists() and (out / "black_box_lfw.csv").exists()
 

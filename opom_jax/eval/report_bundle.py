@@ -71,12 +71,13 @@ def bundle(sweeps: list[pathlib.Path], out: pathlib.Path, about: str) -> pathlib
     for table in ("comparisons", "black_box"):
       if (sweep / f"{table}.csv").exists():
         shutil.copyfile(sweep / f"{table}.csv", out / f"{table}_{name}.csv")
-    for png in sorted((sweep / "figures").glob("*.png")):
-      if not png.name.endswith(_FACES):
-        shutil.copyfile(png, out / "figures" / f"{name}_{png.name}")
+    report = files["report"].read_text()
+    # Only the figures the report shows: a figures/ folder may hold a renamed point's old ones.
+    for figure in dict.fromkeys(re.findall(r"\(figures/([^)]+)\)", report)):
+      if not figure.endswith(_FACES):
+        shutil.copyfile(sweep / "figures" / figure, out / "figures" / f"{name}_{figure}")
     with open(files["results"], newline="") as f:
       rows = list(csv.DictReader(f))
-    report = files["report"].read_text()
     report = re.sub(r"\(figures/([^)]+)\)", lambda m: f"(figures/{name}_{m.group(1)})", report)
     report = "\n".join(line for line in report.splitlines()
                        if _FACES not in line and not line.startswith("Example faces"))
