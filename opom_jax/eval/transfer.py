@@ -1,13 +1,11 @@
 """The leave-one-out tables and chart: per target, mean and minimum over targets, per setting."""
 from __future__ import annotations
 
-import csv
-import io
 import pathlib
 
 import numpy as np
 
-from opom_jax.eval.tables import markdown_table
+from opom_jax.eval.tables import csv_text, markdown_table
 from opom_jax.files import atomic_write, atomic_write_text
 
 # Columns taken from evaluate's row of a method on the target.
@@ -68,15 +66,6 @@ def ablation(rows: list[dict]) -> list[dict]:
   return out
 
 
-def _csv(rows: list[dict], fields: list[str]) -> str:
-  buffer = io.StringIO(newline="")
-  w = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-  w.writeheader()
-  for r in rows:
-    w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-  return buffer.getvalue()
-
-
 def _column(by_target: dict[str, dict], targets: list[str], field: str) -> np.ndarray:
   """The field of each target's row; nan where a target has no value."""
   return np.array([np.nan if by_target.get(t, {}).get(field) is None else by_target[t][field]
@@ -126,8 +115,8 @@ def write(workdir, rows: list[dict]) -> str:
   """transfer.md / transfer.csv (per target, mean, min), ablation.csv and transfer.png."""
   workdir = pathlib.Path(workdir)
   summary, settings = _present(with_summary(rows)), _present(ablation(rows))
-  atomic_write_text(workdir / "transfer.csv", _csv(summary, FIELDS))
-  atomic_write_text(workdir / "ablation.csv", _csv(settings, ABLATION_FIELDS))
+  atomic_write_text(workdir / "transfer.csv", csv_text(summary, FIELDS))
+  atomic_write_text(workdir / "ablation.csv", csv_text(settings, ABLATION_FIELDS))
   picture = chart(rows, workdir / "transfer.png")
   text = (f"# Leave-one-out transfer\n\n{ABOUT}\n\n## Per target\n\n"
           f"{markdown_table(summary, FIELDS)}\n\n## Per setting\n\n"
