@@ -65,18 +65,24 @@ def read_per_person(path) -> tuple[dict[tuple[str, str], Counts], dict[str, str]
     rows = list(csv.DictReader(f))
   people = list(dict.fromkeys(r["person"] for r in rows))
   index = {p: i for i, p in enumerate(people)}
-  counts, boxes = {}, {}
-  for key in dict.fromkeys((r["method"], r["target"]) for r in rows):
-    arrays = {k: np.zeros(len(people)) for k in ("pairs", "misses@1", "train_pairs",
-                                                 "train_misses@1")}
-    for r in rows:
-      if (r["method"], r["target"]) == key:
-        for k in arrays:
-          arrays[k][index[r["person"]]] = float(r[k])
-        boxes[r["target"]] = r["box"]
-    counts[key] = Counts(arrays["pairs"], arrays["misses@1"], arrays["train_pairs"],
-                         arrays["train_misses@1"])
-  return counts, boxes, people
+  columns = ("pairs", "misses@1", "train_pairs", "train_misses@1")
+  arrays, boxes = {}, {}
+  for r in rows:
+    key = (r["method"], r["target"])
+    if key not in arrays:
+      arrays[key] = np.zeros((len(columns), len(people)))
+    arrays[key][:, index[r["person"]]] = [float(r[c]) for c in columns]
+    boxes[r["target"]] = r["box"]
+  return {key: Counts(*a) for key, a in arrays.items()}, boxes, people
+
+
+def black_box_targets(boxes: dict[str, str]) -> list[str]:
+  return [t for t, b in boxes.items() if b == "black-box"]
+
+
+def stacked(counts: dict[tuple[str, str], Counts], method: str, targets, field: str) -> np.ndarray:
+  """(T, P): one Counts field of `method` for each target."""
+  return np.stack([getattr(counts[(method, t)], field) for t in targets])
 
 
 def _over_people(statistic, people: int, resamples: int, level: float, seed: int):
@@ -130,12 +136,12 @@ def mean_ci(misses, pairs, *, resamples: int = bootstrap.RESAMPLES,
 def black_box_means(counts: dict[tuple[str, str], Counts], boxes: dict[str, str]) -> list[dict]:
   """Per method: protect@1 of unseen and of training photos, each the mean over the
   black-box targets with its 95% CI by bootstrap over people."""
-  targets = [t for t, b in boxes.items() if b == "black-box"]
+  targets = black_box_targets(boxes)
   rows = []
   for m in dict.fromkeys(m for m, _ in counts):
     if not targets or not all((m, t) in counts for t in targets):
       continue
-    stack = lambda field: np.stack([getattr(counts[(m, t)], field) for t in targets])
+    stack = lambda field, m=m: stacked(counts, m, targets, field)
     row = {"method": m, "targets": len(targets)}
     row["unseen"], row["unseen_lo"], row["unseen_hi"] = mean_ci(stack("misses"), stack("pairs"))
     if stack("train_pairs").sum(1).all():
@@ -157,12 +163,10 @@ def comparisons(counts: dict[tuple[str, str], Counts], boxes: dict[str, str], *,
                 is_control: Callable[[str], bool], claims=CLAIMS) -> list[dict]:
   """Rows over the black-box targets: each claim whose two methods were both evaluated, then
   training vs unseen photos for each universal learned method (controls left out)."""
-  targets = [t for t, b in boxes.items() if b == "black-box"]
+  targets = black_box_targets(boxes)
   methods = list(dict.fromkeys(m for m, _ in counts))
   rows = []
-
-  def stack(method, field):
-    return np.stack([getattr(counts[(method, t)], field) for t in targets])
+  stack = lambda method, field: stacked(counts, method, targets, field)
 
   for a, b in claims:
     if a in methods and b in methods and targets:
@@ -190,13 +194,13 @@ def between_points(a: tuple[dict, dict, list], b: tuple[dict, dict, list], names
   (counts_a, boxes_a, people_a), (counts_b, boxes_b, people_b) = a, b
   if people_a != people_b:
     return []
-  targets = [t for t, b in boxes_a.items() if b == "black-box" and boxes_b.get(t) == b]
+  targets = [t for t in black_box_targets(boxes_a) if boxes_b.get(t) == "black-box"]
   methods = [m for m in dict.fromkeys(m for m, _ in counts_a)
              if not is_control(m) and all((m, t) in counts_a and (m, t) in counts_b
                                           for t in targets)]
   rows = []
   for m in methods if targets else ():
-    d, lo, hi = difference_ci(*(np.stack([getattr(c[(m, t)], f) for t in targets])
+    d, lo, hi = difference_ci(*(stacked(c, m, targets, f)
                                 for c in (counts_a, counts_b) for f in ("misses", "pairs")))
     rows.append({"comparison": f"{m}: {names[0]} - {names[1]}", "photos": "unseen",
                  "targets": len(targets), "difference": d, "lo": lo, "hi": hi,

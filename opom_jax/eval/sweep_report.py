@@ -21,6 +21,7 @@ from opom_jax.files import atomic_write, atomic_write_text
 
 CELEBRITY_DATASETS = ("lfw-deepfunneled", "celeba-subset")
 FIGURES = "figures"
+COMPARISON_COLUMNS = ["comparison", "targets", "difference", "95% CI", "verdict"]
 # Columns that are metrics or say which row it is, not a setting of the point.
 _NOT_SETTINGS = {"point", "dataset", "method", "target", "box", "protect@1", "protect@1_lo",
                  "protect@1_hi", "protect@5", "protect@10", "person_mean@1", "train_protect@1",
@@ -175,22 +176,21 @@ def _image(path: pathlib.Path, workdir: pathlib.Path, alt: str) -> str:
 def per_person_means(counts: dict, boxes: dict) -> dict[str, np.ndarray]:
   """method -> (P,) each person's protect@1 on unseen photos, the mean over the black-box
   targets (nan for a person with no pairs); {} without black-box targets."""
-  targets = [t for t, b in boxes.items() if b == "black-box"]
+  targets = paired.black_box_targets(boxes)
   methods = [m for m in dict.fromkeys(m for m, _ in counts)
              if targets and all((m, t) in counts for t in targets)]
   means = {}
   for m in methods:
-    misses = np.array([counts[(m, t)].misses for t in targets])
-    pairs = np.array([counts[(m, t)].pairs for t in targets])
+    misses = paired.stacked(counts, m, targets, "misses")
+    pairs = paired.stacked(counts, m, targets, "pairs")
     measured = (pairs > 0).sum(0)   # targets where the person has pairs
     rates = np.where(pairs > 0, misses / np.maximum(pairs, 1), 0.0)
     means[m] = np.where(measured > 0, rates.sum(0) / np.maximum(measured, 1), np.nan)
   return means
 
 
-def per_person_figure(per_person_file, path) -> pathlib.Path | None:
+def per_person_figure(counts: dict, boxes: dict, path) -> pathlib.Path | None:
   """per_person_means of a point as a box and the people as points, per method."""
-  counts, boxes, _ = paired.read_per_person(per_person_file)
   means = per_person_means(counts, boxes)
   if not means:
     return None
@@ -198,19 +198,16 @@ def per_person_figure(per_person_file, path) -> pathlib.Path | None:
       {(m, "mean over black-box targets"): v for m, v in means.items()}, path)
 
 
-def comparison_table(per_person_file) -> tuple[str, list[dict]]:
-  """Markdown and rows of the paired comparisons (eval.paired) of one point's methods."""
-  counts, boxes, _ = paired.read_per_person(per_person_file)
-  rows = paired.comparisons(counts, boxes, is_control=is_control)
-  for r in rows:
-    r["95% CI"] = f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"
-  return markdown_table(rows, ["comparison", "targets", "difference", "95% CI", "verdict"]), rows
+def _signed_interval(row: dict) -> str:
+  return f"[{row['lo']:+.3f}, {row['hi']:+.3f}]"
 
 
-def _between_points(rows: list[dict], per_person: dict[str, pathlib.Path]) -> list[dict]:
-  """Each later point of an eps against the first point of that eps (e.g. update rules)."""
+def _between_points(rows: list[dict], loaded: dict[str, tuple]) -> list[dict]:
+  """Each later point of an eps against the first point of that eps (e.g. update rules).
+
+  loaded: point -> its read_per_person()."""
   first_of_eps, found = {}, []
-  for point in dict.fromkeys(r["point"] for r in rows if r["point"] in per_person):
+  for point in dict.fromkeys(r["point"] for r in rows if r["point"] in loaded):
     row = next(r for r in rows if r["point"] == point)
     if row["eps"] not in first_of_eps:
       first_of_eps[row["eps"]] = (point, row)
@@ -218,10 +215,9 @@ def _between_points(rows: list[dict], per_person: dict[str, pathlib.Path]) -> li
     base_point, base_row = first_of_eps[row["eps"]]
     keys = _varying([row, base_row])
     names = (_label(row, keys), _label(base_row, keys))
-    for r in paired.between_points(paired.read_per_person(per_person[point]),
-                                   paired.read_per_person(per_person[base_point]), names,
+    for r in paired.between_points(loaded[point], loaded[base_point], names,
                                    is_control=is_control):
-      found.append({"point": point, **r, "95% CI": f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"})
+      found.append({"point": point, **r, "95% CI": _signed_interval(r)})
   return found
 
 
@@ -270,13 +266,15 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                _image(faces, workdir, "example faces"), ""]
     elif not is_celebrity(dataset):
       text += ["No example faces: the people of this data set are not public figures.", ""]
-    for point in (p for p in finished if p in per_person and any(r["point"] == p for r in part)):
+    loaded = {p: paired.read_per_person(per_person[p]) for p in finished
+              if p in per_person and any(r["point"] == p for r in part)}
+    for point, (counts, boxes, _) in loaded.items():
       spread = per_person_figure(
-          per_person[point], out / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', point)}_per_person.png")
+          counts, boxes, out / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', point)}_per_person.png")
       if spread:
         text += [f"protect@1 per person at `{point}` (each person's mean over the black-box "
                  "targets):", "", _image(spread, workdir, "per-person protection"), ""]
-      means = paired.black_box_means(*paired.read_per_person(per_person[point])[:2])
+      means = paired.black_box_means(counts, boxes)
       if means:
         for r in means:
           r["unseen photos"] = _interval(r, "unseen")
@@ -286,19 +284,21 @@ def write_report(workdir, rows: list[dict], *, spec: str, points: list[str],
                  markdown_table(means, ["method", "targets", "unseen photos",
                                         "training photos"]), ""]
         black_box += [{"point": point, "dataset": dataset, **r} for r in means]
-      table, point_rows = comparison_table(per_person[point])
+      point_rows = paired.comparisons(counts, boxes, is_control=is_control)
       if point_rows:
+        for r in point_rows:
+          r["95% CI"] = _signed_interval(r)
         text += [f"Paired comparisons at `{point}`: the difference in protect@1 (unseen photos, "
                  "or training minus unseen photos), averaged over the black-box targets, with a "
                  "95% CI from one bootstrap over people shared by both sides; a verdict names a "
-                 "side only when the interval excludes 0:", "", table, ""]
+                 "side only when the interval excludes 0:", "",
+                 markdown_table(point_rows, COMPARISON_COLUMNS), ""]
         compared += [{"point": point, "dataset": dataset, **r} for r in point_rows]
-    between = _between_points(part, {p: per_person[p] for p in finished if p in per_person})
+    between = _between_points(part, loaded)
     if between:
       text += ["Paired comparisons between points of one eps (the same people; black-box "
                "targets of both; 95% CI by one bootstrap over people):", "",
-               markdown_table(between, ["comparison", "targets", "difference", "95% CI",
-                                        "verdict"]), ""]
+               markdown_table(between, COMPARISON_COLUMNS), ""]
       compared += [{"dataset": dataset, **r} for r in between]
   if black_box:
     atomic_write_text(workdir / "black_box.csv", csv_text(
