@@ -1,6 +1,8 @@
 """Flags of the mask attack and its surrogates, shared by the run launchers and protect."""
 from absl import flags
 
+from experiments.flags import FLAG_OF_SETTING
+from opom_jax.attack import best_setting
 from opom_jax.attack.config import AttackConfig
 from opom_jax.attack.ensemble import WEIGHTINGS
 from opom_jax.attack.update_rules import RULES
@@ -48,3 +50,14 @@ def attack_config(loss: str) -> AttackConfig:
                       variation_prob=VARIATION_PROB.value,
                       mask_resolution=MASK_RESOLUTION.value,
                       feature_weight=FEATURE_WEIGHT.value, feature_depth=FEATURE_DEPTH.value)
+
+
+def default_to_best_setting() -> None:
+  """The best transfer setting (attack.best_setting) as these flags' defaults: protect's.
+
+  The run launchers keep the reference's base rule as their defaults, so their
+  results stay comparable with the official code's.
+  """
+  flags.FLAGS.set_default("surrogates", list(best_setting.SURROGATES))
+  for field, value in best_setting.ATTACK.items():
+    flags.FLAGS.set_default(FLAG_OF_SETTING[f"attack.{field}"], value)

@@ -17,6 +17,8 @@ from opom_jax import paths
 from opom_jax.run import config as config_lib
 from opom_jax.run import protect
 
+attack_flags.default_to_best_setting()  # a person's photos get the best transfer setting
+
 PHOTOS = absl_flags.DEFINE_string("photos", None, "Folder with photos of one person.")
 OUTPUT = absl_flags.DEFINE_string(
     "output", None, "Where the protected photos go (not inside --photos).")

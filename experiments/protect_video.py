@@ -17,6 +17,8 @@ from experiments import flags
 from opom_jax import paths
 from opom_jax.run import video
 
+attack_flags.default_to_best_setting()  # a person's photos get the best transfer setting
+
 VIDEO = absl_flags.DEFINE_string("video", None, "Input video file (mp4, mov, mkv...).")
 FRAMES = absl_flags.DEFINE_string("frames", None, "Input folder of frames (instead of --video).")
 OUTPUT = absl_flags.DEFINE_string(

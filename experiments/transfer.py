@@ -6,7 +6,8 @@ Every --loo_targets model T (a zoo name: its own runtime where it has one, else
 `jax:<name>`) gets masks learned by the --loo_pool models that do not share
 T's weights, evaluated on T alone. --settings runs several attack settings,
 each as a whole leave-one-out (the grammar of experiments.sweep's --sweep,
-e.g. `attack.rule+attack.iters=base+16,transfer+100`). The ensemble and the
+e.g. `attack.rule+attack.iters=base+16,transfer+100`; `|` between settings
+changed one at a time: `base|attack.mask_resolution=28`). The ensemble and the
 target of each run come from --loo_pool and --loo_targets, not --surrogates
 and --targets. Writes <workdir>/transfer.md, transfer.csv, ablation.csv and
 transfer.png; each (setting, target) works in <workdir>/<setting>/<target>,
@@ -35,7 +36,7 @@ SETTINGS = absl_flags.DEFINE_string(
 def main(argv):
   del argv
   base = run_flags.build_config()
-  points = transfer.setting_points(SETTINGS.value, base)
+  points = transfer.setting_points(SETTINGS.value, base, LOO_POOL.value)
   runs = transfer.plan(points, transfer.LooConfig(loo_targets=tuple(LOO_TARGETS.value),
                                                   loo_pool=tuple(LOO_POOL.value)))
   transfer.run(runs, base.workdir)

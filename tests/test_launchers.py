@@ -7,11 +7,16 @@ folder with one photo file and `{work}` the run or output directory, which
 must stay untouched.
 """
 import concurrent.futures
+import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from opom_jax.attack import config as attack_config_lib
+from opom_jax.models import zoo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--flagfile=configs/lfw_quick.flags"
@@ -125,3 +130,38 @@ def test_missing_default_data_root_says_what_to_set(tmp_path):
               env={"OPOM_DATA_ROOT": str(tmp_path / "none")})
   _assert_one_line_error(proc, "OPOM_DATA_ROOT")
   assert not (tmp_path / "work").exists()
+
+
+def _flag_lines(path):
+  lines = pathlib.Path(REPO, path).read_text().splitlines()
+  return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_best_setting_is_one_setting_in_the_flagfiles_and_protects_default():
+  from experiments.flags import FLAG_OF_SETTING  # pylint: disable=g-import-not-at-top
+  from opom_jax.attack import best_setting  # pylint: disable=g-import-not-at-top
+  flag_of = {f"--{FLAG_OF_SETTING['attack.' + k]}": v for k, v in best_setting.ATTACK.items()}
+  given = dict(line.split("=", 1) for line in _flag_lines("configs/best_attack.flags"))
+  assert {k: type(flag_of[k])(v) for k, v in given.items() if k in flag_of} == flag_of
+  assert set(given) == set(flag_of)
+  best = _flag_lines("configs/lfw_best.flags")
+  assert "--flagfile=configs/best_attack.flags" in best
+  assert f"--surrogates={','.join(best_setting.SURROGATES)}" in best
+  assert "--flagfile=configs/best_attack.flags" in _flag_lines("configs/transfer_loo_best.flags")
+  # One model per weight family, the whole zoo.
+  assert len({zoo.weights_of(s) for s in best_setting.SURROGATES}) == len(best_setting.SURROGATES)
+  assert {zoo.weights_of(s) for s in best_setting.SURROGATES} == {zoo.weights_of(n) for n in zoo.names()}
+  # experiments.protect learns with it when no flag says otherwise; experiments.run does not.
+  show = ("from absl import flags; import experiments.LAUNCHER; flags.FLAGS(['x']); "
+          "from experiments import attack_flags as a; import json; c = a.attack_config('convex_hull'); "
+          "print(json.dumps([a.SURROGATES.value, {k: getattr(c, k) for k in %r}]))" % sorted(best_setting.ATTACK))
+  for launcher, expect_best in (("protect", True), ("protect_video", True), ("run", False)):
+    out = subprocess.run([sys.executable, "-c", show.replace("LAUNCHER", launcher)], cwd=REPO, text=True,
+                         capture_output=True, timeout=300, check=True).stdout
+    surrogates, attack = json.loads(out.splitlines()[-1])
+    default = attack_config_lib.AttackConfig()
+    if expect_best:
+      assert surrogates == list(best_setting.SURROGATES) and attack == best_setting.ATTACK
+    else:
+      assert surrogates == ["foamliu_mbf"]
+      assert attack == {k: getattr(default, k) for k in best_setting.ATTACK}

@@ -106,20 +106,50 @@ def chart(rows: list[dict], path) -> pathlib.Path:
     plt.close(fig)
 
 
+def ablation_chart(rows: list[dict], path) -> pathlib.Path:
+  """Per setting: mean and minimum protect@1 over targets, and the training photos' mean."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  table = ablation(rows)
+  several_methods = len({r["method"] for r in table}) > 1
+  labels = [f"{r['setting']}:{r['method']}" if several_methods else r["setting"] for r in table]
+  ys = np.arange(len(table))[::-1]
+  fig, ax = plt.subplots(figsize=(8.5, 1.4 + 0.32 * len(table)))
+  ax.barh(ys + 0.2, [r["mean protect@1"] for r in table], 0.4, color="C0", label="mean, unseen photos")
+  ax.barh(ys - 0.2, [r["min protect@1"] for r in table], 0.4, color="C1", label="min, unseen photos")
+  ax.scatter([r["mean train_protect@1"] for r in table], ys + 0.2, marker="D", s=14, color="k",
+             zorder=3, label="mean, training photos")
+  base = table[0]["mean protect@1"]
+  ax.axvline(base, color="C0", linewidth=0.8, linestyle=":")  # the first setting's mean
+  ax.set_yticks(ys, labels, fontsize=8)
+  ax.set_xlim(0, 1)
+  ax.set_xlabel(f"protect@1 over {table[0]['targets']} black-box targets")
+  ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+  fig.tight_layout()
+  try:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+  finally:
+    plt.close(fig)
+
+
 def _present(rows: list[dict]) -> list[dict]:
   """Rows without their missing values, which the tables show as '-'."""
   return [{k: v for k, v in r.items() if v is not None} for r in rows]
 
 
 def write(workdir, rows: list[dict]) -> str:
-  """transfer.md / transfer.csv (per target, mean, min), ablation.csv and transfer.png."""
+  """transfer.md / transfer.csv (per target, mean, min), ablation.csv and .png, transfer.png."""
   workdir = pathlib.Path(workdir)
   summary, settings = _present(with_summary(rows)), _present(ablation(rows))
   atomic_write_text(workdir / "transfer.csv", csv_text(summary, FIELDS))
   atomic_write_text(workdir / "ablation.csv", csv_text(settings, ABLATION_FIELDS))
   picture = chart(rows, workdir / "transfer.png")
+  per_setting = ablation_chart(rows, workdir / "ablation.png")
   text = (f"# Leave-one-out transfer\n\n{ABOUT}\n\n## Per target\n\n"
           f"{markdown_table(summary, FIELDS)}\n\n## Per setting\n\n"
-          f"{markdown_table(settings, ABLATION_FIELDS)}\n\n![protect@1 per target]({picture.name})\n")
+          f"{markdown_table(settings, ABLATION_FIELDS)}\n\n![per setting]({per_setting.name})\n\n"
+          f"![protect@1 per target]({picture.name})\n")
   atomic_write_text(workdir / "transfer.md", text)
   return text

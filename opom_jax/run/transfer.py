@@ -7,14 +7,20 @@ are evaluated on T alone, through its own runtime where it has one. Each
 (setting, target) works in its own folder <workdir>/<setting>/<target> with
 its config.json, so a killed run restarted resumes: generate keeps finished
 masks, and a finished evaluation is reused while its config and masks agree.
+
+Targets whose ensembles coincide (a pool that already leaves them all out: a
+held-out split, as configs/transfer_ablation.flags uses) share one set of
+masks, learned once and copied into each target's folder.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
+import shutil
 import time
 
+from opom_jax import files
 from opom_jax import fingerprint
 from opom_jax import settings
 from opom_jax.eval import transfer as tables
@@ -68,19 +74,36 @@ def ensemble(target: str, pool) -> tuple[str, ...]:
   return tuple(members)
 
 
-def setting_points(spec: str, base: RunConfig) -> list[tuple[str, RunConfig]]:
+def setting_points(spec: str, base: RunConfig, pool=None) -> list[tuple[str, RunConfig]]:
   """The attack settings to run, each as a whole leave-one-out.
 
-  Without a spec the base config alone, named `base`; else every point of the
-  grid (sweep_grid's grammar; its errors name the setting `sweep`).
+  Points are checked with the pool as their surrogates (`pool`, else base's),
+  the most any target's ensemble has; plan checks each ensemble again.
+
+  Without a spec the base config alone, named `base`. Else `|`-separated
+  alternatives, each `base` or a grid in sweep_grid's grammar (errors name the
+  setting `sweep`), so an ablation changes one thing at a time:
+  `base|attack.mask_resolution=28|attack.variation_prob+attack.mask_resolution=0.5+28`.
   """
+  if pool:
+    base = dataclasses.replace(base, surrogates=tuple(pool))
   if not spec:
-    return [("base", dataclasses.replace(base, workdir=str(pathlib.Path(base.workdir) / "base")))]
-  points = sweep_grid.parse_grid(spec, base)
-  for name, cfg in points:
-    if (cfg.surrogates, cfg.targets) != (base.surrogates, base.targets):
-      raise SettingError("settings", spec, f"sets surrogates or targets (at the point {name}), "
-                         "which leave-one-out chooses itself: use --loo_pool and --loo_targets")
+    spec = "base"
+  points = []
+  for alternative in filter(None, (a.strip() for a in spec.split("|"))):
+    if alternative == "base":
+      points.append(("base", dataclasses.replace(
+          base, workdir=str(pathlib.Path(base.workdir) / "base"))))
+      continue
+    for name, cfg in sweep_grid.parse_grid(alternative, base):
+      if (cfg.surrogates, cfg.targets) != (base.surrogates, base.targets):
+        raise SettingError("settings", spec, f"sets surrogates or targets (at the point {name}), "
+                           "which leave-one-out chooses itself: use --loo_pool and --loo_targets")
+      points.append((name, cfg))
+  names = [n for n, _ in points]
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise SettingError("settings", spec, f"names the setting {twice[0]} twice")
   return points
 
 
@@ -138,16 +161,35 @@ def _loo_rows(run: LooRun, rows: list[dict], stored: dict[str, artefacts.StoredM
   return out
 
 
+def _share_masks(source: str, cfg: RunConfig, log: Log) -> None:
+  """Copies the masks learned in `source` for the same settings, where cfg's folder has none.
+
+  generate then checks them against cfg like any stored masks (targets are not
+  part of what masks depend on) and keeps them.
+  """
+  for method in cfg.methods:
+    src, dst = generate.mask_path(source, method), generate.mask_path(cfg.workdir, method)
+    if src.exists() and not dst.exists():
+      with open(src, "rb") as f:
+        files.atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+      log(f"[{method}] the same ensemble's masks, learned in {source}")
+
+
 def run(runs: list[LooRun], workdir, log: Log = None) -> list[dict]:
   """Learns and evaluates every run; the tables and chart in `workdir` grow after each target."""
   log = log or progress_log
   rows, faces, faces_data, t0 = [], None, None, time.time()
+  learned = {}  # a run's config less its target -> the folder whose masks it learned
   for i, r in enumerate(runs):
     log(f"== transfer {i + 1}/{len(runs)} [{r.setting}]: target {r.target}, "
         f"ensemble of {len(r.cfg.surrogates)}: {', '.join(r.cfg.surrogates)}")
     if r.cfg.data != faces_data:  # settings that only change the attack share the crops
       faces, faces_data = load_faces(r.cfg, log), r.cfg.data
+    learner = dataclasses.replace(r.cfg, workdir="", targets=()).to_json()
+    if learner in learned:
+      _share_masks(learned[learner], r.cfg, log)
     generate.generate(r.cfg, log, faces=faces)
+    learned.setdefault(learner, r.cfg.workdir)
     stored = {m: artefacts.read_masks(generate.mask_path(r.cfg.workdir, m)) for m in r.cfg.methods}
     new = _loo_rows(r, _evaluated(r.cfg, faces, stored, log), stored, len(faces["train"]["names"]))
     rows += new
