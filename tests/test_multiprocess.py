@@ -5,6 +5,7 @@ are parsed and the run joined before main) with two CPU devices: identities
 are sharded over the four devices of both. Every process is killed when the
 test fails or runs out of time, so no run outlives it.
 """
+import json
 import os
 import pathlib
 import signal
@@ -60,6 +61,36 @@ flags.run(main)
 """
 
 
+# argv: --workdir (the aligned-faces cache), --out and the distributed flags. Two LFW
+# people and 6 one-photo distractors, aligned by the joined processes or by one alone.
+ALIGN_SCRIPT = """
+import sys
+from absl import flags as absl_flags
+from experiments import flags
+
+WORKDIR = absl_flags.DEFINE_string("workdir", None, "")
+OUT = absl_flags.DEFINE_string("out", None, "")
+
+
+def main(argv):
+  import jax
+  import numpy as np
+  from opom_jax import paths
+  from opom_jax.data import tfds_builder
+  from opom_jax.run import distributed
+  faces = tfds_builder.load_split(
+      paths.data_root() / "lfw-deepfunneled", WORKDIR.value, log=print,
+      share=distributed.alignment_share(tfds_builder.Share),
+      people=["Angelina_Jolie", "Halle_Berry"], n_train=4, min_photos=5, max_distractors=6)
+  np.savez(f"{OUT.value}.{jax.process_index()}.npz",
+           **{f"{role}.{k}": np.asarray(v[k]) for role, v in faces.items()
+              for k in ("images", "identity", "transforms", "paths", "names")})
+
+
+flags.run(main)
+"""
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -74,7 +105,8 @@ def _env(tmp_path, devices: int) -> dict:
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-def _start(tmp_path, workdir, out, processes: int, run: str) -> list[subprocess.Popen]:
+def _start(tmp_path, workdir, out, processes: int, run: str,
+           script: str = SCRIPT) -> list[subprocess.Popen]:
   """`processes` launcher processes (two CPU devices each when joined) of one run."""
   port = _free_port()
   procs = []
@@ -83,7 +115,7 @@ def _start(tmp_path, workdir, out, processes: int, run: str) -> list[subprocess.
                f"--process_id={i}", "--distributed_timeout=120"] if processes > 1 else [])
     log = open(tmp_path / f"{run}.{i}.log", "w")
     procs.append(subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, f"--workdir={workdir}", f"--out={out}", *joined],
+        [sys.executable, "-c", script, f"--workdir={workdir}", f"--out={out}", *joined],
         cwd=REPO, env=_env(tmp_path, 2 if processes > 1 else 1), stdout=log,
         stderr=subprocess.STDOUT, text=True, start_new_session=True))
     log.close()
@@ -178,6 +210,35 @@ def test_killed_processes_resume_to_identical_masks(runs):
   assert log.count("resumed at iteration") == 2, log  # in both processes
   for i in range(2):
     np.testing.assert_array_equal(np.load(f"{killed}.{i}.npz")["masks"], two[0]["masks"])
+
+
+def test_each_process_aligns_its_share_of_the_people(tmp_path):
+  faces = {}
+  for name, processes in (("one", 1), ("two", 2)):
+    procs = _start(tmp_path, tmp_path / f"{name}_cache", tmp_path / name, processes,
+                   f"align_{name}", ALIGN_SCRIPT)
+    _finish(tmp_path, procs, f"align_{name}")
+    faces[name] = [dict(np.load(f"{tmp_path / name}.{i}.npz")) for i in range(processes)]
+  # Each process aligned only its people, the two shares together every photo once.
+  parts = sorted((tmp_path / "two_cache" / "aligned_parts").glob("*/part-*-of-2.npz"))
+  assert [p.name for p in parts] == ["part-0-of-2.npz", "part-1-of-2.npz"]
+  people = []
+  for part in parts:
+    with np.load(part) as f:
+      meta = json.loads(f["meta"].tobytes())
+    people.append({r["identity"] for r in meta["records"]})
+  assert not people[0] & people[1] and {"Angelina_Jolie", "Halle_Berry"} <= people[0] | people[1]
+  assert {"Angelina_Jolie", "Halle_Berry"} - people[0] and {"Angelina_Jolie", "Halle_Berry"} - people[1]
+  for i in range(2):
+    log = (tmp_path / f"align_two.{i}.log").read_text()
+    assert f"faces: process {i} of 2 aligns" in log, log[-3000:]
+  # Both processes read the same faces, which are those one process aligns alone.
+  (one,), two = faces["one"], faces["two"]
+  assert set(one) == set(two[0]) == set(two[1])
+  assert list(one["train.names"]) == ["Angelina_Jolie", "Halle_Berry"] and len(one["train.images"]) == 8
+  for key in one:
+    for process in two:
+      np.testing.assert_array_equal(process[key], one[key], err_msg=key)
 
 
 @pytest.mark.parametrize("flags, error", [

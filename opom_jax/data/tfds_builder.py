@@ -94,9 +94,11 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
   def code_path(cls) -> epath.Path:
     return epath.Path(__file__)
 
-  def __init__(self, *, num_workers: int = 1, log_every: int = 500, **kwargs):
+  def __init__(self, *, num_workers: int = 1, log_every: int = 500,
+               aligned: dict | None = None, **kwargs):
     self._num_workers = num_workers
     self._log_every = log_every
+    self._aligned = aligned  # photo path -> record or Skipped, aligned beforehand
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -119,19 +121,7 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Local folder, nothing to download.
     cfg = self.builder_config
-    listing = splits.list_identities(cfg.root)
-    ignored = list(listing.ignored)
-    others = None
-    if cfg.distractor_root and cfg.include_distractors:
-      other_listing = splits.list_identities(cfg.distractor_root)
-      others, ignored = other_listing.photos, ignored + other_listing.ignored
-    plan = splits.make_split(
-        listing.photos, n_train=cfg.n_train, min_photos=cfg.min_photos,
-        max_people=cfg.max_people, names=cfg.people,
-        include_distractors=cfg.include_distractors,
-        max_distractors=cfg.max_distractors, distractor_photos=others,
-        distractor_prefix=_prefix(cfg.distractor_root),
-        unselected_distractors=cfg.unselected_distractors)
+    plan, ignored = _plan(cfg)
     self.info.metadata["root"] = cfg.root
     self.info.metadata["skipped"] = [
         faces.Skipped(p, r).as_dict() for p, r in ignored]
@@ -141,14 +131,21 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
             for role in splits.ROLES
             if (photos := [p for p in plan if p.role == role])}
 
+  def _aligned_faces(self, photos, skipped):
+    """Records in photo order: aligned now, or taken from the processes' parts."""
+    if self._aligned is None:
+      return faces.iter_faces(photos, skipped, num_workers=self._num_workers,
+                              log_every=self._log_every,
+                              upsample=self.builder_config.upsample,
+                              border=self.builder_config.border)
+    chosen = [self._aligned[p.path] for p in photos]
+    skipped.extend(r for r in chosen if isinstance(r, faces.Skipped))
+    return (r for r in chosen if not isinstance(r, faces.Skipped))
+
   def _generate_examples(self, role, photos):
     skipped, count = [], 0
     try:
-      for rec in faces.iter_faces(photos, skipped,
-                                  num_workers=self._num_workers,
-                                  log_every=self._log_every,
-                                  upsample=self.builder_config.upsample,
-                                  border=self.builder_config.border):
+      for rec in self._aligned_faces(photos, skipped):
         # Another folder's distractors come out as ../<folder>/...
         rel = os.path.relpath(rec["path"], self.builder_config.root)
         yield rel, {
@@ -172,36 +169,128 @@ class OpomFaces(tfds.core.GeneratorBasedBuilder):
           "photos or change the selection (people, min_photos, n_train).")
 
 
+def _plan(cfg: FacesConfig) -> tuple[list[splits.Photo], list]:
+  """The selected photos in dataset order, and the files that are not photos."""
+  listing = splits.list_identities(cfg.root)
+  ignored = list(listing.ignored)
+  others = None
+  if cfg.distractor_root and cfg.include_distractors:
+    other_listing = splits.list_identities(cfg.distractor_root)
+    others, ignored = other_listing.photos, ignored + other_listing.ignored
+  plan = splits.make_split(
+      listing.photos, n_train=cfg.n_train, min_photos=cfg.min_photos,
+      max_people=cfg.max_people, names=cfg.people,
+      include_distractors=cfg.include_distractors,
+      max_distractors=cfg.max_distractors, distractor_photos=others,
+      distractor_prefix=_prefix(cfg.distractor_root),
+      unselected_distractors=cfg.unselected_distractors)
+  return plan, ignored
+
+
 def _prefix(distractor_root: str) -> str:
   """How another folder's distractors are named: `<folder>/<person>`."""
   return os.path.basename(distractor_root) + "/" if distractor_root else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Share:
+  """One process's part of aligning a data set in a multi-process run.
+
+  Process `index` of `count` aligns the photos of every `count`-th person
+  (distractors included) into a part file of its own; after `barrier(name)`,
+  which returns once every process has called it, process 0 writes the
+  dataset from the parts and the others then read it. The cache folder must
+  be one that every process sees.
+  """
+  index: int
+  count: int
+  barrier: Callable[[str], None]
+
+
+_PART_FIELDS = ("crop", "landmarks", "transform", "box", "image_size")
+
+
+def _part_path(data_dir, config: FacesConfig, share: Share) -> epath.Path:
+  return (epath.Path(data_dir) / "aligned_parts" / config.name
+          / f"part-{share.index}-of-{share.count}.npz")
+
+
+def _align_share(config: FacesConfig, share: Share, data_dir, log, **align_kwargs) -> None:
+  """Aligns this process's people into its part file (kept: a restarted run reuses it)."""
+  path = _part_path(data_dir, config, share)
+  if path.exists():
+    log(f"faces: process {share.index}'s aligned part is already in {path}")
+    return
+  plan, _ = _plan(config)
+  people = list(dict.fromkeys(p.identity for p in plan))
+  mine = set(people[share.index::share.count])
+  photos = [p for p in plan if p.identity in mine]
+  log(f"faces: process {share.index} of {share.count} aligns {len(photos)} of "
+      f"{len(plan)} photos ({len(mine)} of {len(people)} people)")
+  skipped = []
+  records = list(faces.iter_faces(photos, skipped, **align_kwargs))
+  arrays = {k: np.stack([r[k] for r in records]) if records else np.zeros((0,))
+            for k in _PART_FIELDS}
+  meta = {"records": [{k: r[k] for k in ("identity", "role", "path")} for r in records],
+          "skipped": [s.as_dict() for s in skipped]}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+  with open(tmp, "wb") as f:
+    np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+  os.replace(tmp, path)  # every process writes its own part; a killed one leaves none
+
+
+def _read_parts(data_dir, config: FacesConfig, count: int) -> dict:
+  """photo path -> record or faces.Skipped, from every process's part."""
+  aligned = {}
+  for index in range(count):
+    with np.load(_part_path(data_dir, config, Share(index, count, None))) as part:
+      meta = json.loads(part["meta"].tobytes())
+      for i, r in enumerate(meta["records"]):
+        aligned[r["path"]] = {**r, **{k: part[k][i] for k in _PART_FIELDS}}
+    aligned.update((s["path"], faces.Skipped(**s)) for s in meta["skipped"])
+  return aligned
+
+
 def prepare(root, data_dir, *, num_workers: int = 1, log_every: int = 500,
+            share: Share | None = None, log: Callable[[str], None] = logging.info,
             **config_kwargs):
   """Builds (once) and returns (builder, skipped list of dicts).
 
   `config_kwargs` go to `make_config`: n_train, min_photos, max_people,
   people, include_distractors, max_distractors, distractor_root,
-  unselected_distractors, upsample, border.
+  unselected_distractors, upsample, border. With a `share` (a multi-process
+  run), each process aligns only its part of the photos; see Share.
   """
   config = make_config(root, **config_kwargs)
-  builder = OpomFaces(config=config, data_dir=os.fspath(data_dir),
-                      file_format=_FORMAT, num_workers=num_workers,
-                      log_every=log_every)
+  make = lambda aligned=None: OpomFaces(
+      config=config, data_dir=os.fspath(data_dir), file_format=_FORMAT,
+      num_workers=num_workers, log_every=log_every, aligned=aligned)
+  builder = make()
   version_dir = epath.Path(builder.data_dir)
   if not (version_dir / "dataset_info.json").exists():
     logging.info("aligning faces of %s into %s", config.root, version_dir)
-    builder.download_and_prepare(
-        file_format=_FORMAT,
-        download_config=tfds.download.DownloadConfig(
-            # Statistics would iterate the data through TensorFlow.
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    skipped = list(builder.info.metadata["skipped"])
-    (version_dir / SKIP_FILE).write_text(json.dumps(skipped, indent=1))
-  else:
-    skipped = json.loads((version_dir / SKIP_FILE).read_text())
-  return builder, skipped
+    if share is not None and share.count > 1:
+      _align_share(config, share, data_dir, log, num_workers=num_workers,
+                   log_every=log_every, upsample=config.upsample, border=config.border)
+      share.barrier("faces: every part aligned")
+      if share.index == 0:
+        _build(make(_read_parts(data_dir, config, share.count)), version_dir)
+      share.barrier("faces: dataset written")
+      builder = make()  # one made before the dataset existed does not see its splits
+    else:
+      _build(builder, version_dir)
+  return builder, json.loads((version_dir / SKIP_FILE).read_text())
+
+
+def _build(builder: "OpomFaces", version_dir: epath.Path) -> None:
+  builder.download_and_prepare(
+      file_format=_FORMAT,
+      download_config=tfds.download.DownloadConfig(
+          # Statistics would iterate the data through TensorFlow.
+          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  skipped = list(builder.info.metadata["skipped"])
+  (version_dir / SKIP_FILE).write_text(json.dumps(skipped, indent=1))
 
 
 def _read_all(source) -> dict[str, np.ndarray]:
@@ -224,7 +313,7 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def load_split(root, data_dir, *, num_workers: int = 1,
+def load_split(root, data_dir, *, num_workers: int = 1, share: Share | None = None,
                log: Callable[[str], None] = logging.info, **config_kwargs):
   """Aligned faces per role as numpy arrays (prepares the dataset if needed).
 
@@ -236,9 +325,10 @@ def load_split(root, data_dir, *, num_workers: int = 1,
 
   `log` gets a line per person with photos that could not be aligned, and
   one per protected person dropped for want of a training or a test photo.
+  `share`: this process's part of the alignment in a multi-process run.
   """
-  builder, skipped = prepare(root, data_dir, num_workers=num_workers,
-                             **config_kwargs)
+  builder, skipped = prepare(root, data_dir, num_workers=num_workers, share=share,
+                             log=log, **config_kwargs)
   root = builder.info.metadata.get("root", os.path.abspath(os.fspath(root)))
   out = {}
   sources = builder.as_data_source()

@@ -10,8 +10,8 @@ own. What keeps N processes equivalent to one:
 - results are gathered, so every process holds them whole; process 0 alone
   writes files (opom_jax.files), and `barrier` makes the others wait where they
   then read what it wrote;
-- a cache that a process fills and the others read is filled by process 0 first
-  (`main_first`).
+- the aligned-faces cache is filled by all of them: each aligns its share of the
+  people (`alignment_share`), process 0 writes the dataset, all read it.
 """
 from __future__ import annotations
 
@@ -111,13 +111,11 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def main_first(fill: Callable, name: str):
-  """fill() on process 0, then on the others: it fills a cache they then read."""
+def alignment_share(make):
+  """make(index, count, barrier): this process's share of aligning a data set (None alone)."""
   if not is_multiprocess():
-    return fill()
-  result = fill() if is_main() else None
-  barrier(f"{name}: process 0 done")
-  return result if is_main() else fill()
+    return None
+  return make(jax.process_index(), jax.process_count(), barrier)
 
 
 def from_every_process(value: bool) -> np.ndarray:

@@ -25,15 +25,16 @@ def load_faces(cfg: RunConfig, log: Log = None) -> dict:
   root = pathlib.Path(d.data_root) / d.dataset
   log(f"faces: aligning or reading the cached crops of {root} in {d.cache_dir}")
   t0 = time.time()
-  # Process 0 of a multi-process run aligns into the cache first; the others then read it.
+  # In a multi-process run each process aligns its share of the people into the cache.
   others = pathlib.Path(d.data_root) / d.distractor_dataset if d.distractor_dataset else None
-  faces = distributed.main_first(lambda: tfds_builder.load_split(
-      root, d.cache_dir, log=log, n_train=d.n_train, min_photos=d.min_photos,
+  faces = tfds_builder.load_split(
+      root, d.cache_dir, log=log, share=distributed.alignment_share(tfds_builder.Share),
+      n_train=d.n_train, min_photos=d.min_photos,
       max_people=None if d.people else d.max_people, people=list(d.people) or None,
       include_distractors=True,
       max_distractors=None if d.max_distractors < 0 else d.max_distractors,
       distractor_root=others, unselected_distractors=d.unselected_distractors,
-      upsample=d.detect_upsample, border=d.detect_border), "aligned faces")
+      upsample=d.detect_upsample, border=d.detect_border)
   if d.max_test > 0:
     faces["test"] = first_per_identity(faces["test"], d.max_test)
   counts = {role: len(v["images"]) for role, v in faces.items()}
