@@ -147,7 +147,11 @@ def test_the_best_setting_is_one_setting_in_the_flagfiles_and_protects_default()
   best = _flag_lines("configs/lfw_best.flags")
   assert "--flagfile=configs/best_attack.flags" in best
   assert f"--surrogates={','.join(best_setting.SURROGATES)}" in best
-  assert "--flagfile=configs/best_attack.flags" in _flag_lines("configs/transfer_loo_best.flags")
+  spec = next(line for line in _flag_lines("configs/transfer_loo_best.flags")
+              if line.startswith("--settings="))
+  fields, _, values = spec.removeprefix("--settings=").partition("=")
+  in_loo = dict(zip((f.removeprefix("attack.") for f in fields.split("+")), values.split("+")))
+  assert {k: type(best_setting.ATTACK[k])(v) for k, v in in_loo.items()} == best_setting.ATTACK
   # One model per weight family, the whole zoo.
   assert len({zoo.weights_of(s) for s in best_setting.SURROGATES}) == len(best_setting.SURROGATES)
   assert {zoo.weights_of(s) for s in best_setting.SURROGATES} == {zoo.weights_of(n) for n in zoo.names()}
