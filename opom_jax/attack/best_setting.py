@@ -12,4 +12,4 @@ SURROGATES = ("bubbliiiing_mbf", "dlib_resnet", "edgeface_xs", "faceplugin_mbf",
               "hse_faceres", "w600k_mbf", "xiaoccer_mbf", "y1_mbf")
 
 # AttackConfig fields that differ from its defaults (the reference's base rule).
-ATTACK = {"ensemble_weighting": "equalise", "variation_prob": 0.5, "diversity_prob": 0.5}
+ATTACK = {"ensemble_weighting": "equalise", "variation_prob": 0.5}
