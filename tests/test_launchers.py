@@ -149,7 +149,9 @@ def test_the_best_setting_is_one_setting_in_the_flagfiles_and_protects_default()
   assert f"--surrogates={','.join(best_setting.SURROGATES)}" in best
   spec = next(line for line in _flag_lines("configs/transfer_loo_best.flags")
               if line.startswith("--settings="))
-  fields, _, values = spec.removeprefix("--settings=").partition("=")
+  first, _, best = spec.removeprefix("--settings=").partition("|")
+  assert first == "base"  # the best setting beside the base one, in one table
+  fields, _, values = best.partition("=")
   in_loo = dict(zip((f.removeprefix("attack.") for f in fields.split("+")), values.split("+")))
   assert {k: type(best_setting.ATTACK[k])(v) for k, v in in_loo.items()} == best_setting.ATTACK
   # One model per weight family, the whole zoo.
