@@ -72,11 +72,26 @@ def _column(by_target: dict[str, dict], targets: list[str], field: str) -> np.nd
                    for t in targets], float)
 
 
-def chart(rows: list[dict], path) -> pathlib.Path:
-  """protect@1 per target, one bar per setting (its CI as a line), and training photos as dots."""
+def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")  # headless: runs write files, never open windows
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, ax, path) -> pathlib.Path:
+  """The legend beside the axes, then the PNG written atomically."""
+  ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+  fig.tight_layout()
+  try:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+  finally:
+    _pyplot().close(fig)
+
+
+def chart(rows: list[dict], path) -> pathlib.Path:
+  """protect@1 per target, one bar per setting (its CI as a line), and training photos as dots."""
+  plt = _pyplot()
 
   summary = with_summary(rows)
   targets = list(dict.fromkeys(r["target"] for r in summary))
@@ -98,25 +113,19 @@ def chart(rows: list[dict], path) -> pathlib.Path:
   ax.set_xticks(np.arange(len(targets)), targets, rotation=25, ha="right", fontsize=8)
   ax.set_ylabel("protect@1 (leave-one-out)")
   ax.set_ylim(0, 1)
-  ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-  fig.tight_layout()
-  try:
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-  finally:
-    plt.close(fig)
+  return _save(fig, ax, path)
 
 
 def ablation_chart(rows: list[dict], path) -> pathlib.Path:
   """Per setting: mean and minimum protect@1 over targets, and the training photos' mean."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
 
   table = ablation(rows)
   several_methods = len({r["method"] for r in table}) > 1
-  labels = [f"{r['setting']}:{r['method']}" if several_methods else r["setting"] for r in table]
+  labels = [(f"{r['setting']}:{r['method']}" if several_methods else r["setting"]).replace("__", " + ")
+            for r in table]
   ys = np.arange(len(table))[::-1]
-  fig, ax = plt.subplots(figsize=(8.5, 1.4 + 0.32 * len(table)))
+  fig, ax = plt.subplots(figsize=(6.5 + 0.06 * max(map(len, labels)), 1.4 + 0.32 * len(table)))
   ax.barh(ys + 0.2, [r["mean protect@1"] for r in table], 0.4, color="C0", label="mean, unseen photos")
   ax.barh(ys - 0.2, [r["min protect@1"] for r in table], 0.4, color="C1", label="min, unseen photos")
   ax.scatter([r["mean train_protect@1"] for r in table], ys + 0.2, marker="D", s=14, color="k",
@@ -126,12 +135,7 @@ def ablation_chart(rows: list[dict], path) -> pathlib.Path:
   ax.set_yticks(ys, labels, fontsize=8)
   ax.set_xlim(0, 1)
   ax.set_xlabel(f"protect@1 over {table[0]['targets']} black-box targets")
-  ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-  fig.tight_layout()
-  try:
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-  finally:
-    plt.close(fig)
+  return _save(fig, ax, path)
 
 
 def _present(rows: list[dict]) -> list[dict]:
