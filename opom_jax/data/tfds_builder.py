@@ -210,14 +210,13 @@ class Share:
 _PART_FIELDS = ("crop", "landmarks", "transform", "box", "image_size")
 
 
-def _part_path(data_dir, config: FacesConfig, share: Share) -> epath.Path:
-  return (epath.Path(data_dir) / "aligned_parts" / config.name
-          / f"part-{share.index}-of-{share.count}.npz")
+def _part_path(data_dir, config: FacesConfig, index: int, count: int) -> epath.Path:
+  return epath.Path(data_dir) / "aligned_parts" / config.name / f"part-{index}-of-{count}.npz"
 
 
 def _align_share(config: FacesConfig, share: Share, data_dir, log, **align_kwargs) -> None:
   """Aligns this process's people into its part file (kept: a restarted run reuses it)."""
-  path = _part_path(data_dir, config, share)
+  path = _part_path(data_dir, config, share.index, share.count)
   if path.exists():
     log(f"faces: process {share.index}'s aligned part is already in {path}")
     return
@@ -244,7 +243,7 @@ def _read_parts(data_dir, config: FacesConfig, count: int) -> dict:
   """photo path -> record or faces.Skipped, from every process's part."""
   aligned = {}
   for index in range(count):
-    with np.load(_part_path(data_dir, config, Share(index, count, None))) as part:
+    with np.load(_part_path(data_dir, config, index, count)) as part:
       meta = json.loads(part["meta"].tobytes())
       for i, r in enumerate(meta["records"]):
         aligned[r["path"]] = {**r, **{k: part[k][i] for k in _PART_FIELDS}}
