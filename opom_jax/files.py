@@ -14,15 +14,17 @@ def _this_process_writes() -> bool:
   return distributed.is_main()
 
 
-def atomic_write(path, write: Callable[[BinaryIO], None]) -> pathlib.Path:
+def atomic_write(path, write: Callable[[BinaryIO], None], *,
+                 every_process: bool = False) -> pathlib.Path:
   """Calls write(binary file) on a temporary file beside `path`, then renames it
   over `path`: readers see the old file or the new one, never a partial one.
 
   In a multi-process run only process 0 writes (the others hold the same
-  gathered results), so no two processes write one file.
+  gathered results), so no two processes write one file; `every_process` is
+  for a file only this process writes (its own part of a shared job).
   """
   path = pathlib.Path(path)
-  if not _this_process_writes():
+  if not (every_process or _this_process_writes()):
     return path
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -25,6 +25,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from opom_jax import files
 from opom_jax.data import faces
 from opom_jax.data import splits
 
@@ -232,11 +233,9 @@ def _align_share(config: FacesConfig, share: Share, data_dir, log, **align_kwarg
             for k in _PART_FIELDS}
   meta = {"records": [{k: r[k] for k in ("identity", "role", "path")} for r in records],
           "skipped": [s.as_dict() for s in skipped]}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-  os.replace(tmp, path)  # every process writes its own part; a killed one leaves none
+  # Each process writes its own part; a killed one leaves none.
+  files.atomic_write(path, lambda f: np.savez(
+      f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays), every_process=True)
 
 
 def _read_parts(data_dir, config: FacesConfig, count: int) -> dict:
