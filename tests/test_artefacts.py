@@ -147,29 +147,34 @@ def test_damaged_checkpoint_falls_back(tmp_path, tiny, damaged, resumed_at):
 def test_damaged_batch_files_are_recomputed(tmp_path, tiny):
   images, valid = random_faces(4, 2)
   cfg = AttackConfig(loss=METHOD, iters=2)
-  run = lambda log: learn_masks([tiny.apply], (tiny.params,), images, valid, cfg,
-                                people_per_batch=2, workdir=tmp_path, log=log)
-  first = run(lambda _: None)
+  def run(log, learned=None):
+    masks, count = learn_masks([tiny.apply], (tiny.params,), images, valid, cfg,
+                               people_per_batch=2, workdir=tmp_path, log=log,
+                               return_learned=True)
+    if learned is not None:  # people learned rather than reused: what a cost per person counts
+      assert count == learned
+    return masks
+  first = run(lambda _: None, learned=4)
   files = sorted(tmp_path.glob("*/batch_*.npy"))
   assert len(files) == 2
   rng = np.random.default_rng(0)
   files[0].write_bytes(rng.bytes(files[0].stat().st_size))         # not an .npy any more
   np.save(files[1], np.full(first[2:].shape, 2.6e38, np.float32))  # an .npy, far outside eps
   messages = []
-  again = run(messages.append)
+  again = run(messages.append, learned=4)
   np.testing.assert_array_equal(again, first)
   for f, reason in zip(files, ("unreadable", "exceeds 8")):
     assert any(str(f) in m and "damaged" in m and reason in m and "recomputing" in m
                for m in messages), (f, messages)
   # Repaired: the next run reuses both.
   messages = []
-  np.testing.assert_array_equal(run(messages.append), first)
+  np.testing.assert_array_equal(run(messages.append, learned=0), first)
   assert sum("reused" in m for m in messages) == 2
 
   np.save(files[0], np.where(np.arange(first[:2].size).reshape(first[:2].shape) == 7, np.nan,
                              first[:2]).astype(np.float32))
   messages = []
-  np.testing.assert_array_equal(run(messages.append), first)
+  np.testing.assert_array_equal(run(messages.append, learned=2), first)
   assert any(str(files[0]) in m and "not finite" in m for m in messages), messages
 
 

@@ -134,13 +134,15 @@ def write_json(path, obj) -> pathlib.Path:
   return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
 
 
-def save_masks(path, masks: np.ndarray, names, settings: dict, seconds: float) -> pathlib.Path:
-  """masks (P, H, W, C) float32 with the people's names and the settings that made them."""
+def save_masks(path, masks: np.ndarray, names, settings: dict,
+               seconds: float | None) -> pathlib.Path:
+  """masks (P, H, W, C) float32 with the people's names, the settings that made them and
+  the seconds learning them took (None: not measured, e.g. every batch was reused)."""
   settings = plain(settings)
+  timing = {} if seconds is None else {"seconds": seconds}
   return atomic_write(path, lambda f: np.savez(
       f, masks=np.asarray(masks, np.float32), names=np.array(list(names), dtype=str),
-      seconds=seconds, settings=json.dumps(settings, sort_keys=True),
-      settings_hash=digest(settings)))
+      settings=json.dumps(settings, sort_keys=True), settings_hash=digest(settings), **timing))
 
 
 @dataclasses.dataclass

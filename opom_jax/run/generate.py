@@ -101,18 +101,23 @@ def generate(cfg: RunConfig, log: Log = None, faces: dict | None = None, *,
     else:
       x, v, unit, batch = images, valid, "people", cfg.people_per_batch
     t0 = time.time()
-    masks = learn_masks(
+    masks, learned = learn_masks(
         [in_compute_dtype(s.apply, cfg.compute_dtype) for s in surrogates],
         tuple(s.params for s in surrogates), x, v,
         dataclasses.replace(cfg.attack, loss=kind.loss), seed=cfg.seed,
         people_per_batch=batch, devices=cfg.devices,
         workdir=pathlib.Path(cfg.workdir) / "progress" / method,
         checkpoint_every=cfg.checkpoint_every, settings=settings, label=method, unit=unit,
-        log=log)
+        log=log, return_learned=True)
     seconds = time.time() - t0
-    artefacts.save_masks(path, masks, keys, settings, seconds)  # by process 0 alone
+    # Batches a restarted run reused took no time here: the stored cost is per mask learned.
+    per_mask = seconds / learned if learned else None
+    artefacts.save_masks(path, masks, keys, settings,  # by process 0 alone
+                         None if per_mask is None else per_mask * len(keys))
     distributed.barrier(f"{path} written")  # the other processes may read it next
-    log(f"[{method}] {len(keys)} masks in {seconds:.1f}s ({seconds / len(keys):.2f}s each) -> {path}")
+    reused = f", {len(keys) - learned} reused" if learned < len(keys) else ""
+    each = f" ({per_mask:.2f}s each learned)" if per_mask is not None else ""
+    log(f"[{method}] {len(keys)} masks{reused} in {seconds:.1f}s{each} -> {path}")
     out[method] = masks
   return out
 

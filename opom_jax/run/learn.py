@@ -72,7 +72,7 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
                 people_per_batch: int = 10, devices: int = 0,
                 workdir: str | pathlib.Path | None = None, checkpoint_every: int = 0,
                 settings: dict | None = None, label: str = "", unit: str = "people",
-                log: Callable[[str], None] | None = None) -> np.ndarray:
+                log: Callable[[str], None] | None = None, return_learned: bool = False):
   """Masks (P, H, W, C) float32 for images (P, N, H, W, C) float 0..255, valid (P, N).
 
   With `workdir`, finished batches are stored as `<digest>/batch_<b>.npy` and
@@ -80,6 +80,8 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
   on restart with the same inputs. `settings` (JSON-able) adds what the inputs
   do not show (e.g. surrogate names) to the digest. `label` (default the loss)
   and `unit` (what the first axis of `images` holds) name the progress lines.
+  With `return_learned`, returns (masks, how many of them this call learned
+  rather than reused from finished batches): the count a cost per person needs.
   """
   log = log or progress_log
   label = label or cfg.loss
@@ -98,7 +100,7 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
     artefacts.write_json(workdir / "settings.json", key)
   params = sharding.replicate(params, mesh)
 
-  masks = []
+  masks, learned = [], 0
   num_batches = -(-num_people // batch)
   start_time = time.time()
   for b in range(num_batches):
@@ -140,7 +142,9 @@ def learn_masks(applies: Sequence[Callable], params: tuple, images: np.ndarray,
     if ckpt:
       ckpt.close()
     masks.append(result)
-  return np.concatenate(masks).astype(np.float32)
+    learned += hi - lo
+  masks = np.concatenate(masks).astype(np.float32)
+  return (masks, learned) if return_learned else masks
 
 
 def learn_person_mask(crops, cfg: attack.AttackConfig, surrogate_names, model_root, *,
